@@ -1,0 +1,42 @@
+"""mflib: matrix factorization and matrix completion on rating data.
+
+Every estimator follows scikit-learn's conventions; see :class:`FactorizationEstimator`.
+"""
+
+from .base import FactorizationEstimator, FactorState
+from .callbacks import EarlyStopping, LogMetrics, TimeBudget
+from .data import RatingMatrix, load_dataset, load_predefined_split, make_low_rank, make_split
+from .fitting import ConvergenceWarning, History, StopFit, run_loop
+from .solvers.baselines import (
+    BiasBaseline,
+    GlobalMean,
+    ItemMean,
+    Popularity,
+    UserItemMean,
+    UserMean,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BiasBaseline",
+    "ConvergenceWarning",
+    "EarlyStopping",
+    "FactorState",
+    "FactorizationEstimator",
+    "GlobalMean",
+    "History",
+    "ItemMean",
+    "LogMetrics",
+    "Popularity",
+    "RatingMatrix",
+    "StopFit",
+    "TimeBudget",
+    "UserItemMean",
+    "UserMean",
+    "load_dataset",
+    "load_predefined_split",
+    "make_low_rank",
+    "make_split",
+    "run_loop",
+]

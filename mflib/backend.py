@@ -1,0 +1,75 @@
+"""Array backends: NumPy on the CPU, CuPy on a CUDA GPU, chosen by ``device=``."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+DEVICES = ("cpu", "gpu", "auto")
+
+
+class DeviceError(RuntimeError):
+    """Raised when a device is asked for that this machine cannot provide."""
+
+
+@functools.lru_cache(maxsize=1)
+def _cupy_status() -> tuple[object | None, str]:
+    try:
+        import cupy  # noqa: PLC0415
+    except ImportError as exc:
+        return None, f"CuPy is not installed ({exc}); install it with `pip install 'mflib[gpu]'`"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver missing or broken: report, don't hide
+        return None, f"CuPy is installed but CUDA is unavailable: {exc}"
+    if n < 1:
+        return None, "CuPy is installed but no CUDA GPU is visible"
+    return cupy, ""
+
+
+def gpu_available() -> bool:
+    """True when CuPy imports and at least one CUDA device is visible."""
+    return _cupy_status()[0] is not None
+
+
+def gpu_unavailable_reason() -> str:
+    return _cupy_status()[1]
+
+
+def resolve_device(device: str) -> str:
+    """Map ``"auto"`` to ``"gpu"`` or ``"cpu"``; refuse ``"gpu"`` without a GPU."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; choose one of {DEVICES}")
+    if device == "auto":
+        return "gpu" if gpu_available() else "cpu"
+    if device == "gpu" and not gpu_available():
+        raise DeviceError(
+            f"device='gpu' was requested but {gpu_unavailable_reason()}. "
+            "Use device='cpu' (or 'auto' to pick the GPU only when present)."
+        )
+    return device
+
+
+def get_namespace(device: str):
+    """The array module (numpy or cupy) for a resolved device name."""
+    if resolve_device(device) == "gpu":
+        return _cupy_status()[0]
+    return np
+
+
+def to_numpy(array):
+    """Return a NumPy array whether ``array`` lives on the host or on a GPU."""
+    if array is None or isinstance(array, np.ndarray):
+        return array
+    get = getattr(array, "get", None)
+    if callable(get):
+        return get()
+    return np.asarray(array)
+
+
+def to_device(array, xp):
+    """Move a NumPy array to the namespace ``xp`` (no copy when already there)."""
+    if array is None or xp is np:
+        return to_numpy(array)
+    return xp.asarray(array)

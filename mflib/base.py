@@ -1,0 +1,331 @@
+"""``FactorizationEstimator``: the fit template, predict, score, recommend, save/load.
+
+A subclass supplies ``_init_state(train) -> state``, ``_step(state, train) -> dict``
+and, when its model is not ``mu + b_u + c_i + p_u . q_i``, ``_finalize``. The loop
+itself lives in :func:`mflib.fitting.run_loop`; no estimator writes its own.
+
+Unknown users and items
+-----------------------
+A pair is *known* when both its user and its item have at least one training rating.
+Known pairs are predicted by the model. Every other pair is predicted by the
+fallback baseline fitted alongside every model,
+``mu + b_u [user known] + c_i [item known]``, with damped mean offsets
+``c_i = sum(r - mu) / (n_i + FALLBACK_DAMPING)`` and then
+``b_u = sum(r - mu - c_i) / (n_u + FALLBACK_DAMPING)``. Predictions are therefore
+always finite; ``predict(..., return_known=True)`` tells which rows used the fallback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from .backend import to_numpy
+from .data.ratings import RatingMatrix, as_rating_matrix
+from .fitting import run_loop
+from .kernels import pair_dots
+from .validation import DataError, check_pairs, check_positive_int
+
+FALLBACK_DAMPING = 10.0
+_SAVE_FORMAT = 1
+
+
+@dataclasses.dataclass
+class FactorState:
+    """Parameters of ``r_hat = global_mean + user_bias[u] + item_bias[i] + P[u] . Q[i]``.
+
+    Any field may be None (absent). Arrays may live on the GPU while fitting.
+    Solvers subclass it to carry their own working variables.
+    """
+
+    global_mean: float = 0.0
+    user_bias: object = None
+    item_bias: object = None
+    user_factors: object = None
+    item_factors: object = None
+
+    def copy(self):
+        values = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            values[f.name] = v.copy() if hasattr(v, "copy") else v
+        return type(self)(**values)
+
+    def predict(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores of (users[n], items[n]) for inner indices, as a float64 NumPy array."""
+        out = np.full(len(users), float(self.global_mean))
+        if self.user_bias is not None:
+            out += to_numpy(self.user_bias)[users]
+        if self.item_bias is not None:
+            out += to_numpy(self.item_bias)[items]
+        if self.user_factors is not None and self.item_factors is not None:
+            P, Q = self.user_factors, self.item_factors
+            if isinstance(P, np.ndarray):
+                out += pair_dots(P, Q, users, items)
+            else:  # GPU arrays: products on the device, one chunk at a time
+                xp = type(P).__module__.split(".")[0]
+                xp = __import__(xp)
+                for s in range(0, len(users), 1 << 20):
+                    u = xp.asarray(users[s : s + (1 << 20)])
+                    i = xp.asarray(items[s : s + (1 << 20)])
+                    out[s : s + len(u)] += to_numpy((P[u] * Q[i]).sum(axis=1))
+        return out
+
+    def score_users(self, users: np.ndarray, n_items: int) -> np.ndarray:
+        """Scores of every item for each of ``users``: shape (len(users), n_items)."""
+        out = np.full((len(users), n_items), float(self.global_mean))
+        if self.user_bias is not None:
+            out += to_numpy(self.user_bias)[users][:, None]
+        if self.item_bias is not None:
+            out += to_numpy(self.item_bias)[None, :]
+        if self.user_factors is not None and self.item_factors is not None:
+            P = to_numpy(self.user_factors)
+            out += P[users] @ to_numpy(self.item_factors).T
+        return out
+
+
+def _mapped_pairs(model, X) -> tuple[np.ndarray, np.ndarray]:
+    """Inner (user, item) indices of X in the training index; -1 for unseen ids."""
+    if isinstance(X, RatingMatrix):
+        if X.shares_index_with(model._train_index):
+            return X.users.astype(np.int64), X.items.astype(np.int64)
+        X = X.pairs()
+    X = check_pairs(X)
+    return model._train_index.user_index(X[:, 0]), model._train_index.item_index(X[:, 1])
+
+
+class FactorizationEstimator(BaseEstimator):
+    """Base class of every mflib estimator (scikit-learn conventions).
+
+    ``fit(X, y=None, eval_set=None)`` takes a :class:`RatingMatrix` or an (n, 2) array
+    of raw (user, item) ids with ratings ``y``; ``eval_set`` (a RatingMatrix or an
+    ``(X, y)`` tuple) adds ``val_rmse`` to the history. Fitted attributes end in ``_``.
+    """
+
+    #: small settings under which the shared contract tests run this estimator quickly
+    _contract_params: dict = {}
+    #: metric the tolerance test watches
+    _monitor = "objective"
+
+    # ------------------------------------------------------------------ template
+    def _init_state(self, train: RatingMatrix):
+        raise NotImplementedError
+
+    def _step(self, state, train: RatingMatrix) -> dict:
+        raise NotImplementedError
+
+    def _finalize(self, state) -> None:
+        """Copy the final state into public NumPy attributes."""
+        self.global_mean_ = float(state.global_mean)
+        for name in ("user_bias", "item_bias", "user_factors", "item_factors"):
+            setattr(self, name + "_", to_numpy(getattr(state, name)))
+
+    def _fitted_state(self):
+        """The model as a state object, for prediction after fitting."""
+        return FactorState(
+            self.global_mean_,
+            getattr(self, "user_bias_", None),
+            getattr(self, "item_bias_", None),
+            getattr(self, "user_factors_", None),
+            getattr(self, "item_factors_", None),
+        )
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y=None, *, eval_set=None):
+        """Fit the model; returns ``self``.
+
+        Parameters
+        ----------
+        X : RatingMatrix or array-like of shape (n, 2)
+            Training ratings, or raw (user, item) ids.
+        y : array-like of shape (n,), optional
+            Ratings when ``X`` is an id array.
+        eval_set : RatingMatrix or tuple (X_val, y_val), optional
+            Validation ratings; their RMSE is recorded every iteration as ``val_rmse``.
+        """
+        train = as_rating_matrix(X, y)
+        self._remember_training_data(train)
+        val = None
+        if eval_set is not None:
+            val_rm = eval_set if isinstance(eval_set, RatingMatrix) else None
+            if val_rm is None:
+                if not (isinstance(eval_set, (tuple, list)) and len(eval_set) == 2):
+                    raise DataError(
+                        "eval_set must be a RatingMatrix or a tuple (X_val, y_val), got "
+                        f"{type(eval_set).__name__}"
+                    )
+                val_rm = as_rating_matrix(*eval_set, name="eval_set")
+            u, i = _mapped_pairs(self, val_rm)
+            val = (u, i, val_rm.ratings)
+        train_u = train.users.astype(np.int64)
+        train_i = train.items.astype(np.int64)
+
+        def evaluate(state):
+            metrics = {"train_rmse": _rmse(self._predict_pairs(state, train_u, train_i)[0],
+                                           train.ratings)}
+            if val is not None:
+                metrics["val_rmse"] = _rmse(self._predict_pairs(state, val[0], val[1])[0], val[2])
+            return metrics
+
+        state = self._init_state(train)
+        max_iter = getattr(self, "max_iter", 1)
+        if max_iter is not None:
+            check_positive_int(max_iter, "max_iter")
+        result = run_loop(
+            lambda s: self._step(s, train),
+            state,
+            max_iter=max_iter,
+            tol=float(getattr(self, "tol", 0.0) or 0.0),
+            monitor=self._monitor,
+            evaluate=evaluate,
+            callbacks=getattr(self, "callbacks", None) or (),
+            model=self,
+            verbose=getattr(self, "verbose", 0),
+            desc=type(self).__name__,
+            copy_state=lambda s: s.copy(),
+        )
+        self.history_ = result.history
+        self.n_iter_ = result.n_iter
+        self.stop_reason_ = result.stop_reason
+        self._finalize(result.state)
+        return self
+
+    def _remember_training_data(self, train: RatingMatrix) -> None:
+        self._train_index = train.take(np.arange(0))  # the id maps, without the ratings
+        self.user_ids_ = train.user_ids
+        self.item_ids_ = train.item_ids
+        self.user_counts_ = train.user_counts()
+        self.item_counts_ = train.item_counts()
+        self.rating_scale_ = (float(train.ratings.min()), float(train.ratings.max()))
+        mu = float(train.ratings.mean())
+        c = np.bincount(train.items, weights=train.ratings - mu, minlength=train.n_items)
+        c /= self.item_counts_ + FALLBACK_DAMPING
+        b = np.bincount(
+            train.users, weights=train.ratings - mu - c[train.items], minlength=train.n_users
+        )
+        b /= self.user_counts_ + FALLBACK_DAMPING
+        self.fallback_mean_, self.fallback_user_bias_, self.fallback_item_bias_ = mu, b, c
+        self._seen = train.to_csr()
+
+    # ------------------------------------------------------------------ predict
+    def _predict_pairs(self, state, users, items) -> tuple[np.ndarray, np.ndarray]:
+        known_u = users >= 0
+        known_u[known_u] = self.user_counts_[users[known_u]] > 0
+        known_i = items >= 0
+        known_i[known_i] = self.item_counts_[items[known_i]] > 0
+        known = known_u & known_i
+        out = np.empty(len(users))
+        out[known] = state.predict(users[known], items[known])
+        if not known.all():
+            rest = ~known
+            fb = np.full(int(rest.sum()), self.fallback_mean_)
+            ku, ki = known_u[rest], known_i[rest]
+            fb[ku] += self.fallback_user_bias_[users[rest][ku]]
+            fb[ki] += self.fallback_item_bias_[items[rest][ki]]
+            out[rest] = fb
+        return out, known
+
+    def predict(self, X, *, clip: bool = False, return_known: bool = False):
+        """Predicted ratings for raw (user, item) pairs or a RatingMatrix.
+
+        Unknown users/items get the fallback described in the module docstring.
+
+        Parameters
+        ----------
+        X : RatingMatrix or array-like of shape (n, 2)
+        clip : bool, default False
+            Clip to the rating range seen in training (``rating_scale_``).
+        return_known : bool, default False
+            Also return a boolean array, True where the model (not the fallback) predicted.
+
+        Returns
+        -------
+        ndarray of shape (n,) [, ndarray of bool of shape (n,)]
+        """
+        self._check_fitted()
+        users, items = _mapped_pairs(self, X)
+        pred, known = self._predict_pairs(self._fitted_state(), users, items)
+        if clip:
+            np.clip(pred, *self.rating_scale_, out=pred)
+        return (pred, known) if return_known else pred
+
+    def score(self, X, y=None) -> float:
+        """Negative RMSE (higher is better, as scikit-learn's model selection expects)."""
+        rm = as_rating_matrix(X, y)
+        return -_rmse(self.predict(rm), rm.ratings)
+
+    def _score_items(self, users: np.ndarray) -> np.ndarray:
+        """Scores of every item for inner users (any may be -1/unknown): (len(users), n_items)."""
+        n_items = len(self.item_ids_)
+        known_u = users >= 0
+        known_u[known_u] = self.user_counts_[users[known_u]] > 0
+        known_i = self.item_counts_ > 0
+        out = np.empty((len(users), n_items))
+        fb_items = self.fallback_mean_ + self.fallback_item_bias_
+        out[~known_u] = fb_items
+        if known_u.any():
+            ku = users[known_u]
+            scores = self._fitted_state().score_users(ku, n_items)
+            scores[:, ~known_i] = (self.fallback_mean_ + self.fallback_user_bias_[ku])[:, None]
+            out[known_u] = scores
+        return out
+
+    def recommend(self, user, k: int = 10, *, exclude_seen: bool = True) -> pd.DataFrame:
+        """Top-``k`` items for one raw user id, ranked over the whole catalogue.
+
+        Items rated in training are excluded unless ``exclude_seen=False``. An unknown
+        user gets the fallback ranking (items by ``mu + c_i``).
+
+        Returns
+        -------
+        DataFrame with columns ``item`` (raw id), ``score`` and ``rank`` (1-based).
+        """
+        self._check_fitted()
+        check_positive_int(k, "k")
+        u = int(self._train_index.user_index([user])[0])
+        scores = self._score_items(np.array([u]))[0]
+        if exclude_seen and u >= 0:
+            row = self._seen[u]
+            scores[row.indices] = -np.inf
+        k = min(k, int(np.isfinite(scores).sum()))
+        top = np.argpartition(-scores, k - 1)[:k] if k else np.array([], dtype=int)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return pd.DataFrame(
+            {"item": self.item_ids_[top], "score": scores[top], "rank": np.arange(1, k + 1)}
+        )
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> Path:
+        """Pickle the fitted estimator to ``path`` (with the mflib format version)."""
+        path = Path(path)
+        with path.open("wb") as fh:
+            pickle.dump({"format": _SAVE_FORMAT, "class": type(self).__name__, "model": self}, fh)
+        return path
+
+    @classmethod
+    def load(cls, path):
+        """Load an estimator written by :meth:`save`; checks its class and format."""
+        with Path(path).open("rb") as fh:
+            payload = pickle.load(fh)
+        if not isinstance(payload, dict) or payload.get("format") != _SAVE_FORMAT:
+            raise ValueError(f"{path} is not an mflib model file (format {_SAVE_FORMAT})")
+        model = payload["model"]
+        if not isinstance(model, cls):
+            raise TypeError(f"{path} holds a {payload['class']}, not a {cls.__name__}")
+        return model
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "n_iter_"):
+            raise AttributeError(
+                f"this {type(self).__name__} is not fitted yet; call fit(X, y) first"
+            )
+
+
+def _rmse(pred: np.ndarray, truth: np.ndarray) -> float:
+    # no finiteness check: a diverging fit must show up in its history as non-finite
+    return float(np.sqrt(np.mean((np.asarray(pred) - truth) ** 2)))

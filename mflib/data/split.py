@@ -1,0 +1,187 @@
+"""Train / validation / test splits of a :class:`RatingMatrix`, all seeded.
+
+Every split keeps the parent's id maps, so inner indices agree across parts, and
+reports how many validation/test pairs have a user or an item that training lacks
+(those pairs are kept and predicted by the estimators' documented fallback).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..validation import DataError, check_fraction, check_positive_int, check_random_state
+from .ratings import RatingMatrix
+
+
+@dataclass
+class Split:
+    """The parts of one split; ``validation`` may be None."""
+
+    train: RatingMatrix
+    test: RatingMatrix
+    validation: RatingMatrix | None = None
+    method: str = ""
+
+    def parts(self) -> dict[str, RatingMatrix]:
+        out = {"train": self.train}
+        if self.validation is not None:
+            out["validation"] = self.validation
+        out["test"] = self.test
+        return out
+
+    def unseen(self, part: str = "test") -> dict[str, int]:
+        """Counts of ``part`` pairs whose user / item / either is absent from training."""
+        rm = self.parts()[part]
+        u_seen = self.train.user_counts() > 0
+        i_seen = self.train.item_counts() > 0
+        new_u = ~u_seen[rm.users]
+        new_i = ~i_seen[rm.items]
+        return {
+            "unseen_user_pairs": int(new_u.sum()),
+            "unseen_item_pairs": int(new_i.sum()),
+            "unseen_pairs": int((new_u | new_i).sum()),
+        }
+
+    def summary(self) -> pd.DataFrame:
+        """Ratings, users, items and unseen-pair counts of each part."""
+        rows = []
+        for name, rm in self.parts().items():
+            row = {
+                "ratings": rm.nnz,
+                "users": int((rm.user_counts() > 0).sum()),
+                "items": int((rm.item_counts() > 0).sum()),
+                "fraction": rm.nnz / sum(p.nnz for p in self.parts().values()),
+            }
+            row.update(self.unseen(name) if name != "train" else dict.fromkeys(
+                ("unseen_user_pairs", "unseen_item_pairs", "unseen_pairs"), 0))
+            rows.append(pd.Series(row, name=name))
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={v.nnz}" for k, v in self.parts().items())
+        return f"Split({self.method}: {sizes}, test unseen pairs={self.unseen()['unseen_pairs']})"
+
+
+def _assign(rm: RatingMatrix, label: np.ndarray, method: str) -> Split:
+    """label: 0 train, 1 validation, 2 test."""
+    if not (label == 0).any():
+        raise DataError(f"{method} split left no training ratings; use smaller test/val sizes")
+    if not (label == 2).any():
+        raise DataError(f"{method} split left no test ratings; use a larger test size")
+    val = rm.take(label == 1) if (label == 1).any() else None
+    return Split(rm.take(label == 0), rm.take(label == 2), val, method)
+
+
+def _check_sizes(test_size, val_size):
+    check_fraction(test_size, "test_size", allow_zero=False)
+    check_fraction(val_size, "val_size")
+    if test_size + val_size >= 1:
+        raise ValueError(
+            f"test_size + val_size must be < 1, got {test_size} + {val_size}"
+        )
+
+
+def random_split(rm: RatingMatrix, test_size=0.2, val_size=0.0, random_state=None) -> Split:
+    """Hold out a uniformly random fraction of all ratings."""
+    _check_sizes(test_size, val_size)
+    rng = check_random_state(random_state)
+    n = rm.nnz
+    perm = rng.permutation(n)
+    n_test, n_val = int(round(test_size * n)), int(round(val_size * n))
+    label = np.zeros(n, dtype=np.int8)
+    label[perm[:n_test]] = 2
+    label[perm[n_test : n_test + n_val]] = 1
+    return _assign(rm, label, "random")
+
+
+def _rank_within_user(rm: RatingMatrix, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Position of each rating within its user when sorted by ``key``, and the user's count."""
+    order = np.lexsort((np.arange(rm.nnz), key, rm.users))
+    counts = rm.user_counts()
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.empty(rm.nnz, dtype=np.int64)
+    pos[order] = np.arange(rm.nnz) - starts[rm.users[order]]
+    return pos, counts[rm.users]
+
+
+def user_split(rm: RatingMatrix, test_size=0.2, val_size=0.0, random_state=None) -> Split:
+    """Per-user stratified holdout: each user's ratings are split in the given fractions,
+    rounding so that every user with at least two ratings keeps one in training."""
+    _check_sizes(test_size, val_size)
+    rng = check_random_state(random_state)
+    pos, n_u = _rank_within_user(rm, rng.random(rm.nnz))
+    n_test = np.minimum(np.round(test_size * n_u), n_u - 1)
+    n_val = np.minimum(np.round(val_size * n_u), n_u - 1 - n_test)
+    label = np.where(pos < n_test, 2, np.where(pos < n_test + n_val, 1, 0)).astype(np.int8)
+    return _assign(rm, label, "user")
+
+
+def temporal_split(rm: RatingMatrix, fractions=(0.7, 0.15, 0.15)) -> Split:
+    """Per-user split by timestamp: each user's oldest ratings train, newest test.
+
+    ``fractions`` is (train, test) or (train, validation, test) and must sum to 1.
+    """
+    if rm.timestamps is None:
+        raise DataError(f"{rm.name} has no timestamps; use method='user' or 'random' instead")
+    fr = np.asarray(fractions, dtype=float)
+    if fr.ndim != 1 or len(fr) not in (2, 3) or (fr <= 0).any() or abs(fr.sum() - 1) > 1e-9:
+        raise ValueError(
+            f"fractions must be 2 or 3 positive numbers summing to 1, got {fractions!r}"
+        )
+    pos, n_u = _rank_within_user(rm, rm.timestamps)
+    rel = (pos + 0.5) / n_u  # the rating's place in the user's history, in (0, 1)
+    label = np.where(rel < fr[0], 0, 2 if len(fr) == 2 else np.where(rel < fr[0] + fr[1], 1, 2))
+    return _assign(rm, label.astype(np.int8), "temporal")
+
+
+def kfold(rm: RatingMatrix, n_splits=5, random_state=None) -> list[Split]:
+    """``n_splits`` random folds; fold k tests on its ratings and trains on the rest."""
+    check_positive_int(n_splits, "n_splits", minimum=2)
+    if n_splits > rm.nnz:
+        raise ValueError(f"n_splits={n_splits} exceeds the {rm.nnz} ratings")
+    rng = check_random_state(random_state)
+    fold = np.empty(rm.nnz, dtype=np.int64)
+    fold[rng.permutation(rm.nnz)] = np.arange(rm.nnz) % n_splits
+    return [
+        _assign(rm, np.where(fold == k, 2, 0).astype(np.int8), f"kfold {k + 1}/{n_splits}")
+        for k in range(n_splits)
+    ]
+
+
+def cold_start_split(rm: RatingMatrix, item_fraction=0.1, val_size=0.0, random_state=None):
+    """Hold out whole items (all their ratings go to test), for cold-start evaluation.
+
+    ``val_size`` then carves a random validation fraction out of the warm ratings.
+    """
+    check_fraction(item_fraction, "item_fraction", allow_zero=False)
+    check_fraction(val_size, "val_size")
+    rng = check_random_state(random_state)
+    rated = np.flatnonzero(rm.item_counts() > 0)
+    n_cold = max(1, int(round(item_fraction * len(rated))))
+    cold = np.zeros(rm.n_items, dtype=bool)
+    cold[rng.choice(rated, n_cold, replace=False)] = True
+    label = np.where(cold[rm.items], 2, 0).astype(np.int8)
+    warm = np.flatnonzero(label == 0)
+    label[rng.choice(warm, int(round(val_size * len(warm))), replace=False)] = 1
+    return _assign(rm, label, "cold_start")
+
+
+SPLITS = {
+    "random": random_split,
+    "user": user_split,
+    "temporal": temporal_split,
+    "cold_start": cold_start_split,
+}
+
+
+def make_split(rm: RatingMatrix, method: str = "random", **kwargs) -> Split:
+    """Dispatch by name: ``random``, ``user``, ``temporal`` or ``cold_start``."""
+    if method not in SPLITS:
+        raise ValueError(
+            f"unknown split method {method!r}; choose one of {', '.join(SPLITS)} "
+            "(or mflib.data.kfold for k folds)"
+        )
+    return SPLITS[method](rm, **kwargs)

@@ -1,0 +1,1 @@
+"""Solvers: each an estimator on the shared fit loop."""
