@@ -1,0 +1,66 @@
+"""Shared benchmark plumbing: peer environments, timing, table output.
+
+Peers (Spark, Surprise, fancyimpute) are installed into their own virtual
+environments under ``benchmarks/.venvs/`` by :func:`peer_python`, never into
+mflib's environment, and are run as subprocesses on the same data files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+VENVS = HERE / ".venvs"
+
+
+def peer_python(name: str, requirements: list[str], python: str | None = None) -> Path:
+    """Python of a virtual environment ``benchmarks/.venvs/<name>`` holding ``requirements``.
+
+    Created on first use (uv when available, else venv + pip); reused afterwards.
+    """
+    env = VENVS / name
+    py = env / "bin" / "python"
+    stamp = env / ".requirements"
+    wanted = "\n".join(requirements)
+    if py.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return py
+    VENVS.mkdir(parents=True, exist_ok=True)
+    uv = shutil.which("uv")
+    if uv:
+        cmd = [uv, "venv", "-q", str(env)] + (["-p", python] if python else [])
+        subprocess.run(cmd, check=True)
+        subprocess.run([uv, "pip", "install", "-q", "-p", str(py), *requirements], check=True)
+    else:
+        subprocess.run([python or sys.executable, "-m", "venv", str(env)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", *requirements], check=True)
+    stamp.write_text(wanted)
+    return py
+
+
+def timed(fn, *args, **kwargs):
+    """(result, seconds) of one call."""
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def print_table(rows: list[dict] | pd.DataFrame, title: str, out: str | None = None) -> pd.DataFrame:
+    """Print a markdown table (and write it to ``out`` if given); return the DataFrame."""
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
+    text = f"## {title}\n\n" + df.to_markdown(index=False, floatfmt=".4g") + "\n"
+    print(text, flush=True)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+    return df
+
+
+def machine_line() -> str:
+    return f"{os.cpu_count()} CPU cores, Python {sys.version.split()[0]}"
