@@ -1,0 +1,151 @@
+"""The estimator contract, run against every estimator exported by mflib.
+
+An estimator joins by being listed in ``mflib.__all__``; its ``_contract_params``
+keep these checks fast.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV, KFold
+
+from mflib.data import make_low_rank
+from mflib.registry import estimators
+from mflib.validation import DataError
+
+ESTIMATORS = sorted(estimators().items())
+
+
+def _make(cls, **extra):
+    params = dict(cls._contract_params)
+    params.update(extra)
+    names = cls().get_params()
+    if "random_state" in names:
+        params.setdefault("random_state", 0)
+    if "verbose" in names:
+        params["verbose"] = 0
+    return cls(**params)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rm, _ = make_low_rank(40, 30, 2, 0.5, noise=0.1, random_state=1)
+    X = rm.pairs()
+    return rm, X, rm.ratings
+
+
+@pytest.mark.parametrize("name,cls", ESTIMATORS)
+def test_init_stores_params_and_clone(name, cls):
+    est = _make(cls)
+    params = est.get_params()
+    for key, value in params.items():
+        assert getattr(est, key) is value
+    twin = clone(est)
+    assert twin.get_params().keys() == params.keys()
+    assert not any(k.endswith("_") for k in vars(est)), "fitted attributes set in __init__"
+
+
+@pytest.mark.parametrize("name,cls", ESTIMATORS)
+def test_fit_returns_self_and_sets_attributes(name, cls, data):
+    rm, X, y = data
+    est = _make(cls)
+    assert est.fit(X, y) is est
+    for attr in ("history_", "n_iter_", "stop_reason_", "global_mean_", "user_ids_", "item_ids_"):
+        assert hasattr(est, attr), attr
+    assert len(est.history_) >= est.n_iter_ >= 1 or est.n_iter_ == len(est.history_)
+    assert isinstance(est.stop_reason_, str) and est.stop_reason_
+    for attr in ("user_factors_", "item_factors_", "user_bias_", "item_bias_"):
+        value = getattr(est, attr, None)
+        assert value is None or type(value) is np.ndarray, f"{attr} must be NumPy"
+    pred = est.predict(X)
+    assert pred.shape == (len(X),) and np.isfinite(pred).all()
+
+
+@pytest.mark.parametrize("name,cls", ESTIMATORS)
+def test_fit_on_rating_matrix_equals_fit_on_arrays(name, cls, data):
+    rm, X, y = data
+    a = _make(cls).fit(rm).predict(X)
+    b = _make(cls).fit(X, y).predict(X)
+    np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name,cls", ESTIMATORS)
+def test_same_seed_same_result(name, cls, data):
+    rm, X, y = data
+    a = _make(cls).fit(X, y).predict(X)
+    b = _make(cls).fit(X, y).predict(X)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name,cls", ESTIMATORS)
+def test_unknown_ids_use_the_fallback(name, cls, data):
+    rm, X, y = data
+    est = _make(cls).fit(X, y)
+    unknown = np.array([[10_000, X[0, 1]], [X[0, 0], 10_000], [10_000, 10_001]])
+    pred, known = est.predict(unknown, return_known=True)
+    assert np.isfinite(pred).all() and not known.any()
+    item_effect = est.fallback_item_bias_[est._train_index.item_index([X[0, 1]])[0]]
+    np.testing.assert_allclose(pred[0], est.fallback_mean_ + item_effect)
+    np.testing.assert_allclose(pred[2], est.fallback_mean_)
+
+
+@pytest.mark.parametrize("name,cls", ESTIMATORS)
+def test_pickle_and_save_load_round_trip(name, cls, data, tmp_path):
+    rm, X, y = data
+    est = _make(cls).fit(X, y)
+    twin = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(twin.predict(X), est.predict(X))
+    loaded = cls.load(est.save(tmp_path / "model.pkl"))
+    np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
+
+
+@pytest.mark.parametrize("name,cls", ESTIMATORS)
+def test_recommend_excludes_seen_items(name, cls, data):
+    rm, X, y = data
+    est = _make(cls).fit(X, y)
+    user = X[0, 0]
+    seen = set(X[X[:, 0] == user, 1])
+    recs = est.recommend(user, k=5)
+    assert list(recs.columns) == ["item", "score", "rank"]
+    assert len(recs) == min(5, rm.n_items - len(seen))
+    assert not seen & set(recs["item"])
+    assert np.all(np.diff(recs["score"]) <= 0)
+    everything = est.recommend(user, k=rm.n_items, exclude_seen=False)
+    assert len(everything) == rm.n_items
+    assert len(est.recommend("no-such-user", k=3)) == 3
+
+
+@pytest.mark.parametrize("name,cls", ESTIMATORS)
+def test_grid_search_cv_works(name, cls, data):
+    rm, X, y = data
+    search = GridSearchCV(_make(cls), {}, cv=KFold(2, shuffle=True, random_state=0))
+    search.fit(X, y)
+    assert np.isfinite(search.best_score_) and search.best_score_ < 0
+
+
+@pytest.mark.parametrize("name,cls", ESTIMATORS)
+def test_eval_set_records_validation_rmse(name, cls, data):
+    rm, X, y = data
+    est = _make(cls).fit(X[:-40], y[:-40], eval_set=(X[-40:], y[-40:]))
+    assert "val_rmse" in est.history_ and "train_rmse" in est.history_
+    assert np.isfinite(est.history_["val_rmse"]).all()
+
+
+@pytest.mark.parametrize("name,cls", ESTIMATORS)
+def test_bad_input_is_refused_with_a_clear_message(name, cls, data):
+    rm, X, y = data
+    est = _make(cls)
+    with pytest.raises(DataError, match="non-finite"):
+        est.fit(X, np.where(np.arange(len(y)) == 3, np.nan, y))
+    with pytest.raises(DataError, match=r"\(n, 2\)"):
+        est.fit(np.column_stack([X, y]), y)
+    with pytest.raises(DataError, match="duplicate"):
+        est.fit(np.vstack([X, X[:1]]), np.r_[y, y[:1]])
+    with pytest.raises(DataError, match="empty"):
+        est.fit(np.zeros((0, 2)), np.zeros(0))
+    with pytest.raises(AttributeError, match="not fitted"):
+        _make(cls).predict(X)
