@@ -51,7 +51,7 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0
 
 
-def print_table(rows: list[dict] | pd.DataFrame, title: str, out: str | None = None) -> pd.DataFrame:
+def print_table(rows, title: str, out: str | None = None) -> pd.DataFrame:
     """Print a markdown table (and write it to ``out`` if given); return the DataFrame."""
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
     text = f"## {title}\n\n" + df.to_markdown(index=False, floatfmt=".4g") + "\n"

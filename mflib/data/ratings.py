@@ -234,7 +234,12 @@ class RatingMatrix:
 
     def pairs(self) -> np.ndarray:
         """(nnz, 2) array of raw (user, item) ids, as accepted by ``fit``/``predict``."""
-        return np.column_stack([self.user_ids[self.users], self.item_ids[self.items]])
+        u, i = self.user_ids[self.users], self.item_ids[self.items]
+        if u.dtype == i.dtype or (u.dtype.kind in "iuf" and i.dtype.kind in "iuf"):
+            return np.column_stack([u, i])
+        out = np.empty((self.nnz, 2), dtype=object)  # keep each column's own id type
+        out[:, 0], out[:, 1] = u, i
+        return out
 
     # ------------------------------------------------------------------ id mapping
     def _id_index(self, which: str) -> pd.Index:

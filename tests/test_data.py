@@ -1,0 +1,326 @@
+"""Data layer: RatingMatrix, registry/loading (real archives and built ones), splits."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+
+import numpy as np
+import pytest
+
+from mflib.data import (
+    ChecksumError,
+    DataNotFoundError,
+    RatingMatrix,
+    cold_start_split,
+    kfold,
+    load_dataset,
+    make_low_rank,
+    make_split,
+    random_split,
+    temporal_split,
+    user_split,
+)
+from mflib.data.datasets import REGISTRY, get_dataset
+from mflib.validation import DataError
+
+
+# ---------------------------------------------------------------------- RatingMatrix
+def test_from_arrays_maps_ids_and_keeps_row_order():
+    rm = RatingMatrix.from_arrays(["b", "a", "b"], [30, 10, 10], [1, 2, 3])
+    assert list(rm.user_ids) == ["a", "b"] and list(rm.item_ids) == [10, 30]
+    np.testing.assert_array_equal(rm.users, [1, 0, 1])
+    np.testing.assert_array_equal(rm.items, [1, 0, 0])
+    assert rm.ratings.dtype == np.float64
+    np.testing.assert_array_equal(rm.to_csr().toarray(), [[2, 0], [3, 1]])
+    assert rm.pairs().tolist() == [["b", 30], ["a", 10], ["b", 10]]
+
+
+def test_id_lookup_marks_unknown_ids():
+    rm = RatingMatrix.from_arrays([5, 7], [1, 2], [3.0, 4.0])
+    np.testing.assert_array_equal(rm.user_index([7, 5, 99]), [1, 0, -1])
+    np.testing.assert_array_equal(rm.item_index([2, 3]), [1, -1])
+
+
+@pytest.mark.parametrize(
+    "users,items,ratings,match",
+    [
+        ([1, 2], [1, 2], [1.0, np.nan], "non-finite"),
+        ([1, 2], [1, 2], [1.0, np.inf], "non-finite"),
+        ([], [], [], "empty"),
+        ([1, 2], [1], [1.0, 2.0], "equal length"),
+        ([1, None], [1, 2], [1.0, 2.0], "missing value"),
+        ([1, 1], [2, 2], [1.0, 2.0], "duplicate"),
+    ],
+)
+def test_bad_input_is_refused(users, items, ratings, match):
+    with pytest.raises(DataError, match=match):
+        RatingMatrix.from_arrays(np.array(users, dtype=object) if None in users else users,
+                                 items, ratings)
+
+
+def test_pairs_of_wrong_shape_name_the_fix():
+    with pytest.raises(DataError, match=r"X\[:, :2\]"):
+        RatingMatrix.from_pairs(np.ones((4, 3)), np.ones(4))
+    with pytest.raises(DataError, match="y .* is required"):
+        RatingMatrix.from_pairs(np.ones((4, 2)), None)
+
+
+def test_duplicates_can_be_combined_explicitly():
+    users, items, r = [1, 1, 2], [5, 5, 5], [1.0, 3.0, 4.0]
+    mean = RatingMatrix.from_arrays(users, items, r, duplicates="mean")
+    assert mean.nnz == 2 and sorted(mean.ratings) == [2.0, 4.0]
+    last = RatingMatrix.from_arrays(users, items, r, timestamps=[9, 1, 5], duplicates="last")
+    assert sorted(last.ratings) == [1.0, 4.0]  # the later timestamp wins
+
+
+def test_summary_counts_and_scale(small_low_rank):
+    rm = RatingMatrix.from_arrays([1, 1, 2], [1, 2, 2], [1.0, 2.0, 5.0])
+    s = rm.summary()
+    assert (s["users"], s["items"], s["ratings"]) == (2, 2, 3)
+    assert s["density"] == pytest.approx(0.75)
+    assert (s["rating_min"], s["rating_max"], s["rating_step"]) == (1.0, 5.0, 1.0)
+
+
+# ---------------------------------------------------------------------- real archives
+@pytest.mark.realdata
+def test_ml100k_loads_with_item_metadata(ml100k):
+    s = ml100k.summary()
+    assert (s["users"], s["items"], s["ratings"]) == (943, 1682, 100000)
+    assert ml100k.item_info.loc[1, "title"] == "Toy Story (1995)"
+    assert ml100k.item_info.loc[1, "genres"] == "Animation|Children's|Comedy"
+    assert ml100k.timestamps is not None
+
+
+@pytest.mark.realdata
+def test_ml_latest_small_has_tags_and_genres(ml_latest_small):
+    s = ml_latest_small.summary()
+    assert (s["users"], s["items"], s["ratings"]) == (610, 9724, 100836)
+    assert len(ml_latest_small.tags) == 3683
+    assert (s["rating_min"], s["rating_step"]) == (0.5, 0.5)
+    assert ml_latest_small.item_info.loc[1, "genres"].startswith("Adventure|Animation")
+
+
+@pytest.mark.realdata
+def test_netflix_course_split_reads_columns_by_name(netflix_split):
+    assert netflix_split.train.nnz == netflix_split.test.nnz == 51161
+    unseen = netflix_split.unseen("test")
+    assert unseen == {"unseen_user_pairs": 152, "unseen_item_pairs": 853, "unseen_pairs": 1002}
+    # test.csv starts "movie_id,user_id,rating,date" / "2956,1574,4,2005-06-14"
+    first = netflix_split.test.to_frame().iloc[0]
+    assert (first["item"], first["user"], first["rating"]) == (2956, 1574, 4.0)
+
+
+@pytest.mark.realdata
+def test_ml100k_predefined_split_partitions_u_data(ml100k_u1, ml100k):
+    assert ml100k_u1.train.nnz == 80000 and ml100k_u1.test.nnz == 20000
+
+
+@pytest.mark.realdata
+def test_zip_and_extracted_folder_give_the_same_data(tmp_path, monkeypatch, ml_latest_small):
+    src = REGISTRY["ml-latest-small"]
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    from mflib.data.datasets import fetch
+
+    with zipfile.ZipFile(fetch("ml-latest-small", download=False)) as zf:
+        zf.extractall(data_dir)
+    monkeypatch.setenv("MFLIB_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("MFLIB_CACHE_DIR", str(tmp_path / "cache"))
+    assert (data_dir / src.folder / "ratings.csv").is_file()
+    from_folder = load_dataset("ml-latest-small", download=False)
+    np.testing.assert_array_equal(from_folder.ratings, ml_latest_small.ratings)
+    np.testing.assert_array_equal(from_folder.item_ids, ml_latest_small.item_ids)
+
+
+@pytest.mark.realdata
+def test_corrupt_file_reports_expected_checksum(tmp_path, monkeypatch, netflix_split):
+    from mflib.data.datasets import fetch
+
+    good = fetch("netflix", download=False)
+    bad = tmp_path / "cuhk-stat3009-netflix"
+    shutil.copytree(good, bad)
+    with open(bad / "test.csv", "a") as fh:
+        fh.write("1,2,3,2005-01-01\n")
+    monkeypatch.setenv("MFLIB_DATA_DIR", str(tmp_path))
+    with pytest.raises(ChecksumError, match=get_dataset("netflix").files["test.csv"]):
+        load_dataset("netflix", download=False)
+
+
+def test_missing_dataset_error_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("MFLIB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MFLIB_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(DataNotFoundError) as err:
+        load_dataset("ml-1m", download=False)
+    msg = str(err.value)
+    assert "ml-1m.zip" in msg and REGISTRY["ml-1m"].archive_sha256 in msg
+    assert str(tmp_path / "data") in msg and "MFLIB_DATA_DIR" in msg
+
+
+def test_unknown_dataset_lists_the_known_ones():
+    with pytest.raises(KeyError, match="ml-100k"):
+        load_dataset("ml-2m")
+
+
+# ---------------------------------------------------------------------- built archives
+def _zip(path, folder, files: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(folder + "/", b"")
+        for name, content in files.items():
+            zf.writestr(f"{folder}/{name}", content)
+
+
+ML1M_RATINGS = b"1::1193::5::978300760\n1::661::3::978302109\n2::1193::4::978298413\n"
+ML1M_MOVIES = ("1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n"
+               "661::James and the Giant Peach (1996)::Animation|Children's|Musical\n"
+               "3::Caf\xe9 Society (1995)::Drama\n").encode("latin-1")
+
+
+def test_ml1m_parser_on_a_built_archive(tmp_path, monkeypatch):
+    _zip(tmp_path / "ml-1m.zip", "ml-1m",
+         {"ratings.dat": ML1M_RATINGS, "movies.dat": ML1M_MOVIES,
+          "users.dat": b"1::F::1::10::48067\n"})
+    monkeypatch.setenv("MFLIB_DATA_DIR", str(tmp_path))
+    with pytest.raises(ChecksumError):  # a built archive is not the published one
+        load_dataset("ml-1m", download=False)
+    rm = load_dataset("ml-1m", download=False, verify=False)
+    assert (rm.nnz, rm.n_users, rm.n_items) == (3, 2, 2)
+    np.testing.assert_array_equal(rm.ratings, [5, 3, 4])
+    np.testing.assert_array_equal(rm.timestamps, [978300760, 978302109, 978298413])
+    assert rm.item_info.loc[3, "title"] == "Café Society (1995)"
+    assert rm.item_info.loc[661, "genres"] == "Animation|Children's|Musical"
+
+
+def test_ml10m_parser_reads_half_stars_and_tags(tmp_path, monkeypatch):
+    ratings = b"1::122::5::838985046\n1::185::4.5::838983525\n7::122::0.5::1049764000\n"
+    movies = b"122::Boomerang (1992)::Comedy|Romance\n185::Net, The (1995)::Action|Crime|Thriller\n"
+    tags = b"15::4973::excellent!::1215184630\n20::1747::politics::1188263867\n"
+    _zip(tmp_path / "ml-10m.zip", "ml-10M100K",
+         {"ratings.dat": ratings, "movies.dat": movies, "tags.dat": tags})
+    monkeypatch.setenv("MFLIB_DATA_DIR", str(tmp_path))
+    rm = load_dataset("ml-10m", download=False, verify=False)
+    np.testing.assert_array_equal(rm.ratings, [5, 4.5, 0.5])
+    assert list(rm.tags["tag"]) == ["excellent!", "politics"]
+    assert rm.item_info.loc[185, "title"] == "Net, The (1995)"
+
+
+def test_parser_error_names_the_file(tmp_path, monkeypatch):
+    _zip(tmp_path / "ml-1m.zip", "ml-1m",
+         {"ratings.dat": b"1::1193::not-a-number::978300760\n", "movies.dat": ML1M_MOVIES})
+    monkeypatch.setenv("MFLIB_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError, match="non-finite|numeric|parse"):
+        load_dataset("ml-1m", download=False, verify=False)
+
+
+def test_netflix_header_order_is_not_assumed(tmp_path, monkeypatch):
+    folder = tmp_path / "cuhk-stat3009-netflix"
+    folder.mkdir()
+    (folder / "train.csv").write_text("movie_id,user_id,rating,date\n10,1,4,2004-02-10\n")
+    (folder / "test.csv").write_text("rating,user_id,movie_id,date\n3,2,10,2004-02-11\n")
+    monkeypatch.setenv("MFLIB_DATA_DIR", str(tmp_path))
+    rm = load_dataset("netflix", download=False, verify=False)
+    assert rm.to_frame()[["user", "item", "rating"]].values.tolist() == [[1, 10, 4], [2, 10, 3]]
+
+
+# ---------------------------------------------------------------------- splits
+@pytest.fixture(scope="module")
+def stamped():
+    rng = np.random.default_rng(3)
+    rm, _ = make_low_rank(80, 60, 3, 0.3, random_state=3)
+    return RatingMatrix.from_arrays(rm.user_ids[rm.users], rm.item_ids[rm.items], rm.ratings,
+                                    timestamps=rng.integers(0, 10**6, rm.nnz))
+
+
+def _rows(part):
+    return set(zip(part.users.tolist(), part.items.tolist(), strict=True))
+
+
+def test_random_split_partitions_and_is_seeded(stamped):
+    s = random_split(stamped, test_size=0.2, val_size=0.1, random_state=0)
+    parts = [_rows(p) for p in s.parts().values()]
+    assert sum(map(len, parts)) == stamped.nnz == len(set().union(*parts))
+    assert s.test.nnz == round(0.2 * stamped.nnz)
+    assert _rows(random_split(stamped, 0.2, 0.1, random_state=0).test) == parts[2]
+    assert _rows(random_split(stamped, 0.2, 0.1, random_state=1).test) != parts[2]
+
+
+def test_user_split_keeps_every_user_in_training(stamped):
+    s = user_split(stamped, test_size=0.3, random_state=0)
+    counts = stamped.user_counts()
+    assert np.all(s.train.user_counts()[counts >= 2] >= 1)
+    frac = s.test.user_counts()[counts >= 10] / counts[counts >= 10]
+    assert np.all(np.abs(frac - 0.3) <= 0.5 / 10 + 1e-12)
+
+
+def test_temporal_split_orders_each_user_by_time(stamped):
+    s = temporal_split(stamped, (0.7, 0.15, 0.15))
+    for u in range(0, stamped.n_users, 7):
+        tr = s.train.timestamps[s.train.users == u]
+        va = s.validation.timestamps[s.validation.users == u]
+        te = s.test.timestamps[s.test.users == u]
+        if len(tr) and len(te):
+            assert tr.max() <= te.min()
+        if len(va) and len(te):
+            assert va.max() <= te.min()
+    assert abs(s.train.nnz / stamped.nnz - 0.7) < 0.05
+
+
+def test_temporal_split_needs_timestamps(small_low_rank):
+    with pytest.raises(DataError, match="no timestamps"):
+        temporal_split(small_low_rank[0])
+
+
+def test_kfold_tests_each_rating_once(stamped):
+    folds = kfold(stamped, 4, random_state=0)
+    tests = [_rows(f.test) for f in folds]
+    assert sum(map(len, tests)) == stamped.nnz == len(set().union(*tests))
+    assert all(_rows(f.train).isdisjoint(_rows(f.test)) for f in folds)
+
+
+def test_cold_start_split_holds_out_whole_items(stamped):
+    s = cold_start_split(stamped, item_fraction=0.2, random_state=0)
+    assert set(s.test.items.tolist()).isdisjoint(s.train.items.tolist())
+    assert s.unseen("test")["unseen_item_pairs"] == s.test.nnz
+
+
+def test_unseen_counts_match_a_direct_count(stamped):
+    s = random_split(stamped, test_size=0.5, random_state=0)
+    seen_u, seen_i = set(s.train.users.tolist()), set(s.train.items.tolist())
+    direct = sum((u not in seen_u) or (i not in seen_i) for u, i in _rows(s.test))
+    assert s.unseen("test")["unseen_pairs"] == direct
+    assert s.summary().loc["test", "ratings"] == s.test.nnz
+
+
+def test_split_arguments_are_checked(stamped):
+    with pytest.raises(ValueError, match="unknown split method 'time'"):
+        make_split(stamped, "time")
+    with pytest.raises(ValueError, match="test_size"):
+        random_split(stamped, test_size=1.5)
+    with pytest.raises(ValueError, match="summing to 1"):
+        temporal_split(stamped, (0.5, 0.2))
+
+
+# ---------------------------------------------------------------------- synthetic
+def test_low_rank_generator_plants_its_truth():
+    rm, truth = make_low_rank(50, 40, 4, 0.5, noise=0.0, random_state=0)
+    assert rm.nnz == 1000
+    dense = truth.dense()
+    np.testing.assert_allclose(rm.ratings, dense[rm.user_ids[rm.users], rm.item_ids[rm.items]])
+    assert np.linalg.matrix_rank(dense - truth.global_mean - truth.user_bias[:, None]
+                                 - truth.item_bias[None, :]) == 4
+    rm2, _ = make_low_rank(50, 40, 4, 0.5, noise=0.0, random_state=0)
+    np.testing.assert_array_equal(rm.ratings, rm2.ratings)
+
+
+def test_low_rank_generator_sparse_regime_is_exact_in_count():
+    rm, _ = make_low_rank(3000, 2000, 2, 0.001, random_state=1)
+    assert rm.nnz == 6000
+    assert len(set(zip(rm.users.tolist(), rm.items.tolist(), strict=True))) == 6000
+
+
+def test_rating_matrix_csv_round_trip():
+    rm = RatingMatrix.from_arrays([1, 2], [3, 4], [1.5, 2.5])
+    buf = io.StringIO()
+    rm.to_frame().to_csv(buf, index=False)
+    assert buf.getvalue().splitlines()[0] == "user,item,rating"
