@@ -1,0 +1,65 @@
+"""Baselines against hand-computed values and an exact least-squares solve."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from mflib import BiasBaseline, GlobalMean, ItemMean, Popularity, UserItemMean, UserMean
+from mflib.data import RatingMatrix
+
+# users u1, u2; items a, b, c
+TRAIN = RatingMatrix.from_arrays(["u1", "u1", "u2", "u2", "u2"], ["a", "b", "a", "b", "c"],
+                                 [5.0, 3.0, 4.0, 2.0, 1.0])
+MU = 3.0
+
+
+def test_means_by_hand():
+    pairs = np.array([["u1", "c"], ["u2", "a"]], dtype=object)
+    np.testing.assert_allclose(GlobalMean().fit(TRAIN).predict(pairs), [MU, MU])
+    np.testing.assert_allclose(UserMean().fit(TRAIN).predict(pairs), [4.0, 7 / 3])
+    np.testing.assert_allclose(ItemMean().fit(TRAIN).predict(pairs), [1.0, 4.5])
+    np.testing.assert_allclose(UserItemMean().fit(TRAIN).predict(pairs),
+                               [(4.0 + 1.0) / 2, (7 / 3 + 4.5) / 2])
+
+
+def test_bias_baseline_matches_the_exact_ridge_solution():
+    rm = TRAIN
+    lam = 0.7
+    model = BiasBaseline(regularization=lam, max_iter=500, tol=1e-14).fit(rm)
+    # normal equations of min |r - mu - A [b; c]|^2 + lam |[b; c]|^2
+    A = sp.hstack([sp.csr_matrix((np.ones(rm.nnz), (np.arange(rm.nnz), rm.users))),
+                   sp.csr_matrix((np.ones(rm.nnz), (np.arange(rm.nnz), rm.items)))]).toarray()
+    x = np.linalg.solve(A.T @ A + lam * np.eye(A.shape[1]), A.T @ (rm.ratings - rm.ratings.mean()))
+    np.testing.assert_allclose(np.r_[model.user_bias_, model.item_bias_], x, atol=1e-8)
+    assert model.stop_reason_ == "converged"
+
+
+def test_bias_baseline_objective_never_rises(ml100k):
+    model = BiasBaseline(regularization=5.0, max_iter=30, tol=0).fit(ml100k)
+    obj = model.history_["objective"]
+    assert np.all(np.diff(obj) <= 1e-9 * obj[:-1])
+
+
+def test_popularity_ranks_by_count():
+    model = Popularity().fit(TRAIN)
+    assert model.recommend("u1", k=1)["item"].tolist() == ["c"]
+    assert model.recommend("newcomer", k=3)["item"].tolist()[:2] == ["a", "b"]
+
+
+def test_regularization_is_checked():
+    with pytest.raises(ValueError, match="regularization must be a real number >= 0"):
+        BiasBaseline(regularization=-1).fit(TRAIN)
+
+
+@pytest.mark.realdata
+def test_baseline_rmse_on_netflix_course_split(netflix_split):
+    from mflib.metrics import rmse
+
+    test = netflix_split.test
+    scores = {cls.__name__: rmse(test.ratings, cls().fit(netflix_split.train).predict(test))
+              for cls in (GlobalMean, UserMean, ItemMean, UserItemMean, BiasBaseline)}
+    assert scores["BiasBaseline"] < scores["UserItemMean"] < scores["UserMean"]
+    assert scores["UserMean"] < scores["GlobalMean"]
+    assert 1.0 < scores["GlobalMean"] < 1.2
