@@ -1,0 +1,67 @@
+"""Notebook hygiene: paired .py/.ipynb in sync, no outputs, one literal parameters cell,
+profiles that name only declared parameters. (nbval executes them separately.)"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from mflib.experiment import load_params, profiles
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source.strip(), sorted(c.metadata.get("tags", [])))
+            for c in nb.cells]
+
+
+def _parameters(nb) -> dict:
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, "exactly one cell must be tagged 'parameters'"
+    out = {}
+    for node in ast.parse(cells[0].source).body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1, ast.dump(node)
+        out[node.targets[0].id] = ast.literal_eval(node.value)  # literals only
+    return out
+
+
+def test_there_are_notebooks():
+    assert {p.stem[:2] for p in NOTEBOOKS} >= {"00", "01"}
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
+def test_pair_is_in_sync_and_has_no_outputs(py):
+    ipynb = py.with_suffix(".ipynb")
+    assert ipynb.exists(), f"{py.name} has no paired {ipynb.name}; run jupytext --sync {py}"
+    text, nb = jupytext.read(py), jupytext.read(ipynb)
+    assert _cells(text) == _cells(nb), (
+        f"{py.name} and {ipynb.name} differ; run `jupytext --sync {py}`"
+    )
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not cell.outputs and cell.execution_count is None, (
+                f"{ipynb.name} carries outputs; clear them (jupytext --sync writes none)"
+            )
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_holds_literals_and_profiles_match(py):
+    declared = _parameters(jupytext.read(py))
+    for profile in profiles(ROOT / "params"):
+        params = load_params(profile, py.stem, ROOT / "params")
+        unknown = set(params) - set(declared)
+        assert not unknown, f"params/{profile} sets {unknown} unknown to {py.name}"
+        for key, value in params.items():
+            assert type(value) is type(declared[key]) or {type(value), type(declared[key])} \
+                <= {int, float}, f"{profile}/{py.stem}.yaml: {key} has the wrong type"
+
+
+def test_every_ipynb_has_a_source():
+    for ipynb in (ROOT / "notebooks").glob("*.ipynb"):
+        assert ipynb.with_suffix(".py").exists(), f"{ipynb.name} has no .py source"
