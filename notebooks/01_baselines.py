@@ -77,11 +77,10 @@ netflix_table
 
 # %%
 row = course.test.take([record])
-prediction_table = pd.DataFrame(
-    {name: {"user": row.user_ids[row.users[0]], "movie": row.item_ids[row.items[0]],
-            "true rating": row.ratings[0], "prediction": m.predict(row)[0]}
-     for name, m in course_models.items()}
-).T
+print(f"test record {record}: user {row.user_ids[row.users[0]]}, "
+      f"movie {row.item_ids[row.items[0]]}, true rating {row.ratings[0]:g}")
+prediction_table = pd.Series({name: m.predict(row)[0] for name, m in course_models.items()},
+                             name="prediction").to_frame()
 prediction_table
 
 # %% [markdown]
@@ -96,7 +95,8 @@ movielens_table
 
 # %%
 rmse_table = pd.DataFrame({"netflix course": netflix_table["rmse"],
-                           f"{movielens_dataset} {split_method}": movielens_table["rmse"]})
+                           f"{movielens_dataset} {split_method}": movielens_table["rmse"]},
+                          index=list(ml_models))
 rmse_table.plot.barh(figsize=(6, 3.5), title="test RMSE of the baselines")
 plt.xlim(0.8, 1.2)
 plt.show()
