@@ -1,0 +1,238 @@
+"""Epoch kernels of the stochastic solvers (biased SGD and SVRG), compiled by numba.
+
+Model ``r_hat = mu + b_u + c_i + p_u . q_i`` with ``mu`` fixed. Both solvers minimise the
+mean of the per-rating losses
+
+    l_ui = 1/2 (r_ui - r_hat_ui)^2 + lam/2 (b_u^2 + c_i^2 + |p_u|^2 + |q_i|^2),
+
+so a row is regularised each time one of its ratings is visited (the Funk-SVD
+convention; in total the penalty of a row is weighted by its number of ratings).
+Its gradient for one rating, with ``e = r_ui - r_hat_ui``, is
+
+    d/db_u = -e + lam b_u,   d/dp_u = -e q_i + lam p_u   (and symmetrically for c_i, q_i).
+
+Every kernel takes the ratings in the order given by ``order`` so a NumPy reference can
+replay exactly the same visits (see ``tests/test_sgd.py`` / ``tests/test_svrg.py``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+# Reassociation lets LLVM vectorise the length-k dot products; NaN/inf semantics are kept
+# (no "nnan"/"ninf") so a diverging fit still shows up as non-finite.
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
+def _sgd_update(j, users, items, ratings, mu, user_bias, item_bias, P, Q, lr, lam):
+    """The SGD step of rating j: both rows move from their values before the step."""
+    u = users[j]
+    i = items[j]
+    p_u = P[u]
+    q_i = Q[i]
+    dot = 0.0
+    for f in range(p_u.shape[0]):
+        dot += p_u[f] * q_i[f]
+    err = ratings[j] - (mu + user_bias[u] + item_bias[i] + dot)
+    user_bias[u] += lr * (err - lam * user_bias[u])
+    item_bias[i] += lr * (err - lam * item_bias[i])
+    # p <- p + lr (err q - lam p), written as shrink * p + gain * q
+    gain = lr * err
+    shrink = 1.0 - lr * lam
+    for f in range(p_u.shape[0]):
+        puf = p_u[f]
+        qif = q_i[f]
+        p_u[f] = shrink * puf + gain * qif
+        q_i[f] = shrink * qif + gain * puf
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def sgd_epoch(users, items, ratings, order, mu, user_bias, item_bias, P, Q,
+              learning_rate, regularization):
+    """One pass of plain SGD over ``ratings[order]``, in place, in the given order.
+
+    Both rows of a rating are updated from the values they had before that rating's
+    step (``p_u`` uses the old ``q_i`` and vice versa).
+    """
+    for n in range(order.shape[0]):
+        _sgd_update(order[n], users, items, ratings, mu, user_bias, item_bias, P, Q,
+                    learning_rate, regularization)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
+def sgd_epoch_hogwild(users, items, ratings, order, mu, user_bias, item_bias, P, Q,
+                      learning_rate, regularization, n_chunks):
+    """Hogwild SGD: ``n_chunks`` contiguous chunks of ``order`` run on parallel threads
+    that update the shared rows without locks. Races between threads make the result
+    NON-deterministic."""
+    n_total = order.shape[0]
+    chunk = (n_total + n_chunks - 1) // n_chunks
+    for c in numba.prange(n_chunks):
+        for n in range(c * chunk, min(n_total, (c + 1) * chunk)):
+            _sgd_update(order[n], users, items, ratings, mu, user_bias, item_bias, P, Q,
+                        learning_rate, regularization)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
+def residuals(users, items, ratings, mu, user_bias, item_bias, P, Q, out):
+    """``out[j] = r_j - r_hat_j`` (float64) for every rating."""
+    for j in numba.prange(ratings.shape[0]):
+        u = users[j]
+        i = items[j]
+        p_u = P[u]
+        q_i = Q[i]
+        dot = 0.0
+        for f in range(p_u.shape[0]):
+            dot += p_u[f] * q_i[f]
+        out[j] = ratings[j] - (mu + user_bias[u] + item_bias[i] + dot)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
+def _weighted_square_norms(bias, F, counts):
+    """``sum_r counts[r] * (bias[r]^2 + |F[r]|^2)`` in float64."""
+    total = 0.0
+    k = F.shape[1]
+    for r in numba.prange(F.shape[0]):
+        s = float(bias[r]) * float(bias[r])
+        for f in range(k):
+            s += float(F[r, f]) * float(F[r, f])
+        total += counts[r] * s
+    return total
+
+
+def mean_loss(resid, user_bias, item_bias, P, Q, user_counts, item_counts, regularization):
+    """The objective ``(1/N) sum_j l_j`` from the residuals of all N ratings (float64)."""
+    n = resid.shape[0]
+    sse = float(np.dot(resid, resid))
+    penalty = (_weighted_square_norms(user_bias, P, user_counts)
+               + _weighted_square_norms(item_bias, Q, item_counts))
+    return 0.5 * (sse + regularization * penalty) / n
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def svrg_epoch(users, items, ratings, order, batch_size, n_steps, mu,
+               user_bias, item_bias, P, Q,
+               snap_user_bias, snap_item_bias, snap_P, snap_Q, snap_resid,
+               full_user_bias, full_item_bias, full_P, full_Q,
+               learning_rate, regularization, clip_norm,
+               acc_user_bias, acc_item_bias, acc_P, acc_Q,
+               user_seen, item_seen, touched_users, touched_items):
+    """``n_steps`` SVRG minibatch steps, in place, updating only the rows each batch touches.
+
+    Step ``t`` uses the ratings ``order[t*B:(t+1)*B]`` (``B = batch_size``) and moves
+
+        theta <- theta - eta * B * v,   v = 1/B sum_B (grad l_j(theta) - grad l_j(snap)) + g,
+
+    where ``g = full_*`` is the full gradient of the mean loss at the snapshot ``snap_*``
+    and ``snap_resid[j]`` the snapshot residual of rating j. For a row the batch does not
+    touch, ``v`` is the constant ``g_row``, so those steps are applied lazily: each row
+    remembers how many steps it has absorbed (``user_seen``/``item_seen``) and catches
+    up, ``row -= (t - seen) * eta * B * g_row``, when next touched or at the end, which
+    makes a step cost O(B k) instead of O((users + items) k).
+
+    ``clip_norm > 0`` rescales a touched row's minibatch correction
+    ``sum_B (grad l_j(theta) - grad l_j(snap))`` over (bias, factors) to that norm when it
+    is longer. The ``acc_*`` buffers must be zero and the ``*_seen`` arrays zero on entry;
+    the buffers are left zero. Returns the number of clipped row updates.
+    """
+    k = P.shape[1]
+    lam = regularization
+    eta = learning_rate
+    drift = eta * batch_size  # step length applied to the full-gradient term g
+    n_total = order.shape[0]
+    n_clipped = 0
+    for t in range(n_steps):
+        start = t * batch_size
+        stop = min(n_total, start + batch_size)
+        n_users_touched = 0
+        n_items_touched = 0
+        # 1. bring touched rows up to date and list them (each once)
+        for n in range(start, stop):
+            j = order[n]
+            u = users[j]
+            i = items[j]
+            if user_seen[u] < t:
+                lag = (t - user_seen[u]) * drift
+                user_bias[u] -= lag * full_user_bias[u]
+                for f in range(k):
+                    P[u, f] -= lag * full_P[u, f]
+                user_seen[u] = t
+            if user_seen[u] == t:
+                user_seen[u] = t + 1  # marks u as listed for this step
+                touched_users[n_users_touched] = u
+                n_users_touched += 1
+            if item_seen[i] < t:
+                lag = (t - item_seen[i]) * drift
+                item_bias[i] -= lag * full_item_bias[i]
+                for f in range(k):
+                    Q[i, f] -= lag * full_Q[i, f]
+                item_seen[i] = t
+            if item_seen[i] == t:
+                item_seen[i] = t + 1
+                touched_items[n_items_touched] = i
+                n_items_touched += 1
+        # 2. minibatch correction sum_B (grad l_j(theta) - grad l_j(snap)), theta unchanged
+        for n in range(start, stop):
+            j = order[n]
+            u = users[j]
+            i = items[j]
+            p_u, q_i, s_p_u, s_q_i = P[u], Q[i], snap_P[u], snap_Q[i]
+            a_p_u, a_q_i = acc_P[u], acc_Q[i]
+            dot = 0.0
+            for f in range(k):
+                dot += p_u[f] * q_i[f]
+            err = ratings[j] - (mu + user_bias[u] + item_bias[i] + dot)
+            s_err = snap_resid[j]
+            # (-e q + lam p) - (-e~ q~ + lam p~), and likewise for the biases and q_i
+            acc_user_bias[u] += s_err - err + lam * (user_bias[u] - snap_user_bias[u])
+            acc_item_bias[i] += s_err - err + lam * (item_bias[i] - snap_item_bias[i])
+            for f in range(k):
+                a_p_u[f] += s_err * s_q_i[f] - err * q_i[f] + lam * (p_u[f] - s_p_u[f])
+                a_q_i[f] += s_err * s_p_u[f] - err * p_u[f] + lam * (q_i[f] - s_q_i[f])
+        # 3. apply the step to the touched rows and clear their buffers
+        for m in range(n_users_touched):
+            u = touched_users[m]
+            scale = 1.0
+            if clip_norm > 0.0:
+                norm2 = acc_user_bias[u] * acc_user_bias[u]
+                for f in range(k):
+                    norm2 += acc_P[u, f] * acc_P[u, f]
+                if norm2 > clip_norm * clip_norm:
+                    scale = clip_norm / np.sqrt(norm2)
+                    n_clipped += 1
+            user_bias[u] -= eta * scale * acc_user_bias[u] + drift * full_user_bias[u]
+            acc_user_bias[u] = 0.0
+            for f in range(k):
+                P[u, f] -= eta * scale * acc_P[u, f] + drift * full_P[u, f]
+                acc_P[u, f] = 0.0
+        for m in range(n_items_touched):
+            i = touched_items[m]
+            scale = 1.0
+            if clip_norm > 0.0:
+                norm2 = acc_item_bias[i] * acc_item_bias[i]
+                for f in range(k):
+                    norm2 += acc_Q[i, f] * acc_Q[i, f]
+                if norm2 > clip_norm * clip_norm:
+                    scale = clip_norm / np.sqrt(norm2)
+                    n_clipped += 1
+            item_bias[i] -= eta * scale * acc_item_bias[i] + drift * full_item_bias[i]
+            acc_item_bias[i] = 0.0
+            for f in range(k):
+                Q[i, f] -= eta * scale * acc_Q[i, f] + drift * full_Q[i, f]
+                acc_Q[i, f] = 0.0
+    # 4. every row catches up to step n_steps; reset the counters for the next epoch
+    for u in range(P.shape[0]):
+        lag = (n_steps - user_seen[u]) * drift
+        user_bias[u] -= lag * full_user_bias[u]
+        for f in range(k):
+            P[u, f] -= lag * full_P[u, f]
+        user_seen[u] = 0
+    for i in range(Q.shape[0]):
+        lag = (n_steps - item_seen[i]) * drift
+        item_bias[i] -= lag * full_item_bias[i]
+        for f in range(k):
+            Q[i, f] -= lag * full_Q[i, f]
+        item_seen[i] = 0
+    return n_clipped

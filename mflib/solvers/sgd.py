@@ -1,0 +1,435 @@
+"""Stochastic solvers of biased matrix factorisation: SGD (Funk-SVD) and SVRG.
+
+Model ``r_hat_ui = mu + b_u + c_i + p_u . q_i`` with ``mu`` the training mean (fixed).
+Both solvers minimise the same objective, the mean per-rating loss
+
+    f = 1/N sum_(u,i) [ 1/2 (r_ui - r_hat_ui)^2 + lam/2 (b_u^2 + c_i^2 + |p_u|^2 + |q_i|^2) ],
+
+whose penalty touches a row once per rating of that row (as in Funk's SVD and
+Surprise's ``SVD``). The history records ``objective`` (= f), ``grad_norm`` (the norm of
+the full gradient of f), ``step_size``, ``epoch_seconds`` (the epoch kernel alone) and,
+from the fit template, ``train_rmse`` / ``val_rmse``. The hot loops live in
+:mod:`mflib.kernels.sgd`; CPU only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from ..base import FactorizationEstimator, FactorState
+from ..fitting import StopFit
+from ..kernels import sgd as kernels
+from ..validation import (
+    check_choice,
+    check_dtype,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    check_random_state,
+)
+
+SCHEDULES = ("constant", "inverse", "exponential")
+#: default ``decay`` of each schedule (the prototype decayed by 0.9 per epoch)
+DEFAULT_DECAY = {"constant": 0.0, "inverse": 1.0, "exponential": 0.9}
+#: an objective this many times above its starting value counts as divergence
+EXPLOSION_FACTOR = 1e3
+
+
+def step_size(learning_rate: float, schedule: str, decay: float, epoch: int) -> float:
+    """Learning rate of ``epoch`` (0-based): ``constant`` eta0, ``inverse``
+    eta0 / (1 + decay * epoch), ``exponential`` eta0 * decay**epoch."""
+    if schedule == "constant":
+        return learning_rate
+    if schedule == "inverse":
+        return learning_rate / (1.0 + decay * epoch)
+    return learning_rate * decay**epoch
+
+
+@dataclasses.dataclass
+class _Workspace:
+    """Arrays a fit reads or scribbles on but that are not part of the model; shared
+    (not copied) between a state and its copies."""
+
+    users: np.ndarray
+    items: np.ndarray
+    ratings: np.ndarray
+    user_counts: np.ndarray
+    item_counts: np.ndarray
+    residuals: np.ndarray  # float64, one per rating
+    csr_order: np.ndarray  # rating index of each stored entry of the user x item CSR matrix
+    csr_indices: np.ndarray
+    csr_indptr: np.ndarray
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def build(cls, train):
+        users = train.users.astype(np.int64)
+        items = train.items.astype(np.int64)
+        order = np.lexsort((items, users))
+        indptr = np.zeros(train.n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(users, minlength=train.n_users), out=indptr[1:])
+        return cls(users, items, train.ratings, train.user_counts().astype(np.float64),
+                   train.item_counts().astype(np.float64), np.empty(train.nnz),
+                   order, items[order], indptr)
+
+
+@dataclasses.dataclass
+class StochasticState(FactorState):
+    """Model parameters plus the generator, the epoch counter and the shared workspace."""
+
+    rng: object = None
+    epoch: int = 0
+    initial_objective: float = math.nan
+    workspace: object = None
+
+    def copy(self):
+        return dataclasses.replace(
+            self,
+            user_bias=self.user_bias.copy(),
+            item_bias=self.item_bias.copy(),
+            user_factors=self.user_factors.copy(),
+            item_factors=self.item_factors.copy(),
+        )
+
+
+def compute_residuals(state: StochasticState) -> np.ndarray:
+    """``r_j - r_hat_j`` for every training rating, written into the workspace (float64)."""
+    ws = state.workspace
+    kernels.residuals(ws.users, ws.items, ws.ratings, state.global_mean, state.user_bias,
+                      state.item_bias, state.user_factors, state.item_factors, ws.residuals)
+    return ws.residuals
+
+
+def objective(state: StochasticState, regularization: float, resid: np.ndarray) -> float:
+    """The mean per-rating loss f (module docstring) given the current residuals."""
+    ws = state.workspace
+    return kernels.mean_loss(resid, state.user_bias, state.item_bias, state.user_factors,
+                             state.item_factors, ws.user_counts, ws.item_counts,
+                             regularization)
+
+
+def full_gradient(state: StochasticState, regularization: float, resid: np.ndarray):
+    """Gradient of f at ``state`` from its residuals, vectorised (one sparse product per side).
+
+    Returns
+    -------
+    (g_user_bias (n_users,), g_item_bias (n_items,), g_P (n_users, k), g_Q (n_items, k)),
+    all float64.
+    """
+    ws = state.workspace
+    n = resid.shape[0]
+    lam = regularization
+    E = sp.csr_matrix((resid[ws.csr_order], ws.csr_indices, ws.csr_indptr),
+                      shape=(len(ws.user_counts), len(ws.item_counts)))
+    P = state.user_factors.astype(np.float64, copy=False)
+    Q = state.item_factors.astype(np.float64, copy=False)
+    g_bu = (lam * ws.user_counts * state.user_bias - np.asarray(E.sum(axis=1)).ravel()) / n
+    g_bi = (lam * ws.item_counts * state.item_bias - np.asarray(E.sum(axis=0)).ravel()) / n
+    g_P = (lam * ws.user_counts[:, None] * P - E @ Q) / n
+    g_Q = (lam * ws.item_counts[:, None] * Q - E.T @ P) / n
+    return g_bu, g_bi, g_P, g_Q
+
+
+def _norm(parts) -> float:
+    return float(math.sqrt(sum(float(np.vdot(g, g)) for g in parts)))
+
+
+class _StochasticMF(FactorizationEstimator):
+    """Shared parameter checks, initialisation and per-epoch bookkeeping."""
+
+    def _check_common(self):
+        check_positive_int(self.n_factors, "n_factors")
+        check_positive(self.learning_rate, "learning_rate")
+        check_nonnegative(self.regularization, "regularization")
+        check_nonnegative(self.init_std, "init_std")
+        check_choice(self.schedule, "schedule", SCHEDULES)
+        decay = DEFAULT_DECAY[self.schedule] if self.decay is None else self.decay
+        check_nonnegative(decay, "decay")
+        if self.schedule == "exponential" and not 0 < decay <= 1:
+            raise ValueError(
+                f"decay must be in (0, 1] for the exponential schedule, got {decay!r}"
+            )
+        self._decay = float(decay)
+        return check_dtype(self.dtype)
+
+    def _init_common(self, train, dtype) -> StochasticState:
+        rng = check_random_state(self.random_state)
+        k = self.n_factors
+        state = StochasticState(
+            global_mean=float(train.ratings.mean()),
+            user_bias=np.zeros(train.n_users, dtype=dtype),
+            item_bias=np.zeros(train.n_items, dtype=dtype),
+            user_factors=rng.normal(0.0, self.init_std, (train.n_users, k)).astype(dtype),
+            item_factors=rng.normal(0.0, self.init_std, (train.n_items, k)).astype(dtype),
+            rng=rng,
+            workspace=_Workspace.build(train),
+        )
+        state.initial_objective = objective(state, self.regularization,
+                                            compute_residuals(state))
+        return state
+
+    def _current_step_size(self, state) -> float:
+        return step_size(float(self.learning_rate), self.schedule, self._decay, state.epoch)
+
+    def _check_divergence(self, state, value: float) -> None:
+        """Stop (keeping the previous epoch's model) when f is non-finite or exploding."""
+        limit = EXPLOSION_FACTOR * max(state.initial_objective, 1e-12)
+        if not math.isfinite(value) or value > limit:
+            what = "non-finite" if not math.isfinite(value) else (
+                f"above {EXPLOSION_FACTOR:g} x its initial value {state.initial_objective:.4g}")
+            raise StopFit(
+                f"diverged: objective {value!r} ({what}) after epoch {state.epoch + 1} with "
+                f"step size {self._current_step_size(state):.3g}; try a smaller learning_rate "
+                f"(now {self.learning_rate!r}) or a decaying schedule"
+            )
+
+    def _epoch_metrics(self, state) -> tuple[dict, tuple]:
+        """Objective, full gradient and its norm at the end of an epoch; advances the epoch.
+
+        The residuals left in the workspace are those of the new parameters.
+        """
+        resid = compute_residuals(state)
+        value = objective(state, self.regularization, resid)
+        self._check_divergence(state, value)
+        grads = full_gradient(state, self.regularization, resid)
+        metrics = {"objective": value, "grad_norm": _norm(grads),
+                   "step_size": self._current_step_size(state)}
+        state.epoch += 1
+        return metrics, grads
+
+
+class SGD(_StochasticMF):
+    """Biased matrix factorisation (Funk-SVD) trained by SGD, one rating at a time.
+
+    For each rating in a freshly shuffled order, with ``e = r - r_hat``::
+
+        b_u += eta (e - lam b_u),  c_i += eta (e - lam c_i),
+        p_u += eta (e q_i - lam p_u),  q_i += eta (e p_u - lam q_i)
+
+    (the same updates as Surprise's ``SVD``), a step along the negative gradient of that
+    rating's loss (see :mod:`mflib.solvers.sgd`). ``mu`` is the training mean, biases
+    start at 0 and factors at N(0, init_std^2).
+
+    Parameters
+    ----------
+    n_factors : int, default 100
+        Rank k.
+    learning_rate : float, default 0.005
+        Initial step size eta0.
+    regularization : float, default 0.02
+        lam, applied to the rows of each visited rating.
+    max_iter : int, default 20
+        Number of epochs (passes over the ratings).
+    schedule : {"constant", "inverse", "exponential"}, default "constant"
+        Step size of epoch e (0-based): eta0, eta0 / (1 + decay e), or eta0 decay^e.
+    decay : float, optional
+        Decay of the schedule; None gives 1.0 for "inverse" and 0.9 for "exponential".
+    init_std : float, default 0.1
+        Standard deviation of the initial factors.
+    shuffle : bool, default True
+        Visit ratings in a new random order each epoch (from ``random_state``); False
+        keeps the order of the training data.
+    parallel : bool, default False
+        Hogwild: threads update shared rows without locks. Faster on many cores but
+        NOT deterministic (thread interleaving changes the result); the default serial
+        kernel gives identical results for a fixed ``random_state``.
+    dtype : {"float64", "float32"}, default "float64"
+        Precision of the parameters (accumulations are float64).
+    tol : float, default 0.0
+        Stop when the relative change of the objective falls below ``tol`` (0: never).
+    random_state : int, Generator or None
+    verbose : int, default 1
+        Show a progress bar.
+    callbacks : list of callables, optional
+        ``cb(iteration, metrics, model) -> bool | None``.
+
+    Attributes
+    ----------
+    global_mean_ : float
+    user_bias_ : ndarray (n_users,)
+    item_bias_ : ndarray (n_items,)
+    user_factors_ : ndarray (n_users, n_factors)
+    item_factors_ : ndarray (n_items, n_factors)
+    history_ : History
+        ``objective``, ``grad_norm``, ``step_size``, ``epoch_seconds``, ``train_rmse``,
+        ``val_rmse`` (with ``eval_set``), ``time``, ``wall_time`` per epoch.
+    n_iter_ : int
+    stop_reason_ : str
+        "max_iter", "converged", or "diverged: ..." (the model of the last finite
+        epoch is kept; lower ``learning_rate``).
+    """
+
+    _contract_params = {"n_factors": 3, "max_iter": 3}
+
+    def __init__(self, n_factors=100, learning_rate=0.005, regularization=0.02, max_iter=20,
+                 schedule="constant", decay=None, init_std=0.1, shuffle=True, parallel=False,
+                 dtype="float64", tol=0.0, random_state=None, verbose=1, callbacks=None):
+        self.n_factors = n_factors
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.max_iter = max_iter
+        self.schedule = schedule
+        self.decay = decay
+        self.init_std = init_std
+        self.shuffle = shuffle
+        self.parallel = parallel
+        self.dtype = dtype
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def _init_state(self, train):
+        dtype = self._check_common()
+        return self._init_common(train, dtype)
+
+    def _step(self, state, train):
+        ws = state.workspace
+        order = (state.rng.permutation(len(ws.ratings)) if self.shuffle
+                 else np.arange(len(ws.ratings)))
+        args = (ws.users, ws.items, ws.ratings, order, state.global_mean, state.user_bias,
+                state.item_bias, state.user_factors, state.item_factors,
+                self._current_step_size(state), float(self.regularization))
+        t0 = time.perf_counter()
+        if self.parallel:
+            kernels.sgd_epoch_hogwild(*args, 4 * numba.get_num_threads())
+        else:
+            kernels.sgd_epoch(*args)
+        seconds = time.perf_counter() - t0
+        metrics, _ = self._epoch_metrics(state)
+        metrics["epoch_seconds"] = seconds
+        return metrics
+
+
+class SVRG(_StochasticMF):
+    """Biased matrix factorisation by stochastic variance-reduced gradient (SVRG).
+
+    Each epoch takes a snapshot ``theta~`` and the full gradient ``g = grad f(theta~)``
+    (vectorised), then makes ``inner_steps`` minibatch steps (batches drawn without
+    replacement from a shuffled order)::
+
+        v = 1/B sum_(j in batch) (grad l_j(theta) - grad l_j(theta~)) + g
+        theta <- theta - eta * B * v
+
+    ``v`` is an unbiased estimate of ``grad f(theta)`` whose variance vanishes as
+    ``theta`` approaches ``theta~``. The factor B makes ``learning_rate`` a per-rating
+    rate on the scale of :class:`SGD`'s. Only the rows a batch touches are computed; the
+    constant ``g`` part of the other rows is applied lazily, so a step costs O(B k).
+
+    Parameters
+    ----------
+    n_factors : int, default 100
+    learning_rate : float, default 0.005
+        eta0 (see ``schedule``).
+    regularization : float, default 0.02
+    batch_size : int, default 100
+        Ratings per minibatch B.
+    inner_steps : int, optional
+        Minibatch steps per epoch; None makes one pass, ceil(N / B) steps.
+    max_iter : int, default 20
+        Number of epochs (snapshots).
+    schedule : {"constant", "inverse", "exponential"}, default "exponential"
+    decay : float, optional
+        None gives 0.9 for "exponential" (the prototype's rule) and 1.0 for "inverse".
+    init_std : float, default 0.1
+    clip_norm : float, optional
+        If given, a touched row's minibatch correction (bias and factors together) is
+        rescaled to at most this norm; each clipped row update is counted in the
+        history as ``n_clipped``. None (default) never clips.
+    dtype : {"float64", "float32"}, default "float64"
+    tol : float, default 0.0
+    random_state : int, Generator or None
+    verbose : int, default 1
+    callbacks : list of callables, optional
+
+    Attributes
+    ----------
+    As :class:`SGD`; the history also has ``n_clipped`` when ``clip_norm`` is set.
+    """
+
+    _contract_params = {"n_factors": 3, "max_iter": 3, "batch_size": 10}
+
+    def __init__(self, n_factors=100, learning_rate=0.005, regularization=0.02,
+                 batch_size=100, inner_steps=None, max_iter=20, schedule="exponential",
+                 decay=None, init_std=0.1, clip_norm=None, dtype="float64", tol=0.0,
+                 random_state=None, verbose=1, callbacks=None):
+        self.n_factors = n_factors
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.batch_size = batch_size
+        self.inner_steps = inner_steps
+        self.max_iter = max_iter
+        self.schedule = schedule
+        self.decay = decay
+        self.init_std = init_std
+        self.clip_norm = clip_norm
+        self.dtype = dtype
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def _init_state(self, train):
+        dtype = self._check_common()
+        check_positive_int(self.batch_size, "batch_size")
+        if self.inner_steps is not None:
+            check_positive_int(self.inner_steps, "inner_steps")
+        if self.clip_norm is not None:
+            check_positive(self.clip_norm, "clip_norm")
+        state = self._init_common(train, dtype)
+        ws = state.workspace
+        k = self.n_factors
+        ws.extra.update(
+            acc_user_bias=np.zeros(train.n_users), acc_item_bias=np.zeros(train.n_items),
+            acc_P=np.zeros((train.n_users, k)), acc_Q=np.zeros((train.n_items, k)),
+            user_seen=np.zeros(train.n_users, dtype=np.int64),
+            item_seen=np.zeros(train.n_items, dtype=np.int64),
+            touched_users=np.empty(self.batch_size, dtype=np.int64),
+            touched_items=np.empty(self.batch_size, dtype=np.int64),
+        )
+        # the snapshot gradient of epoch e is the end-of-epoch gradient of epoch e-1
+        ws.extra["gradient"] = full_gradient(state, self.regularization, ws.residuals)
+        return state
+
+    def _n_steps(self, nnz: int) -> int:
+        if self.inner_steps is None:
+            return -(-nnz // self.batch_size)
+        return int(self.inner_steps)
+
+    def _order(self, state, nnz: int, n_steps: int) -> np.ndarray:
+        """Concatenated fresh permutations covering ``n_steps`` batches."""
+        need = n_steps * self.batch_size
+        parts = [state.rng.permutation(nnz) for _ in range(-(-need // nnz))]
+        return np.concatenate(parts)[:need] if len(parts) > 1 else parts[0][:need]
+
+    def _step(self, state, train):
+        ws, ex = state.workspace, state.workspace.extra
+        nnz = len(ws.ratings)
+        n_steps = self._n_steps(nnz)
+        order = self._order(state, nnz, n_steps)
+        # snapshot: the current parameters; the workspace holds their residuals and
+        # full gradient (left there by the previous epoch or by _init_state)
+        snap = state.copy()
+        g_bu, g_bi, g_P, g_Q = ex["gradient"]
+        t0 = time.perf_counter()
+        n_clipped = kernels.svrg_epoch(
+            ws.users, ws.items, ws.ratings, order, self.batch_size, n_steps,
+            state.global_mean, state.user_bias, state.item_bias, state.user_factors,
+            state.item_factors, snap.user_bias, snap.item_bias, snap.user_factors,
+            snap.item_factors, ws.residuals, g_bu, g_bi, g_P, g_Q,
+            self._current_step_size(state), float(self.regularization),
+            float(self.clip_norm or 0.0), ex["acc_user_bias"], ex["acc_item_bias"],
+            ex["acc_P"], ex["acc_Q"], ex["user_seen"], ex["item_seen"],
+            ex["touched_users"], ex["touched_items"])
+        seconds = time.perf_counter() - t0
+        metrics, ex["gradient"] = self._epoch_metrics(state)
+        metrics["epoch_seconds"] = seconds
+        if self.clip_norm is not None:
+            metrics["n_clipped"] = int(n_clipped)
+        return metrics

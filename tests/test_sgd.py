@@ -1,0 +1,184 @@
+"""SGD (Funk-SVD): gradient, reference epoch, schedules, divergence, recovery, real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mflib import ConvergenceWarning, make_low_rank
+from mflib.kernels import sgd as kernels
+from mflib.metrics import rmse
+from mflib.solvers.sgd import SGD, StochasticState, _Workspace, compute_residuals, objective
+
+LAM = 0.1
+
+
+def rating_loss(r, mu, b_u, c_i, p_u, q_i, lam=LAM):
+    """l_ui of the module docstring, written out independently of the kernels."""
+    e = r - (mu + b_u + c_i + p_u @ q_i)
+    return 0.5 * e**2 + 0.5 * lam * (b_u**2 + c_i**2 + p_u @ p_u + q_i @ q_i)
+
+
+def reference_epoch(users, items, ratings, order, mu, bu, bi, P, Q, lr, lam):
+    """Plain NumPy SGD, one rating at a time, both rows stepping from their old values."""
+    for j in order:
+        u, i = users[j], items[j]
+        e = ratings[j] - (mu + bu[u] + bi[i] + P[u] @ Q[i])
+        g_bu, g_bi = -e + lam * bu[u], -e + lam * bi[i]
+        g_p, g_q = -e * Q[i] + lam * P[u], -e * P[u] + lam * Q[i]
+        bu[u] -= lr * g_bu
+        bi[i] -= lr * g_bi
+        P[u] -= lr * g_p
+        Q[i] -= lr * g_q
+
+
+@pytest.fixture
+def tiny():
+    rng = np.random.default_rng(3)
+    rm, _ = make_low_rank(7, 6, 2, 0.6, noise=0.3, random_state=3)
+    params = (rng.normal(0, 0.3, rm.n_users), rng.normal(0, 0.3, rm.n_items),
+              rng.normal(0, 0.5, (rm.n_users, 4)), rng.normal(0, 0.5, (rm.n_items, 4)))
+    return rm, rm.users.astype(np.int64), rm.items.astype(np.int64), params
+
+
+def test_rating_step_is_minus_learning_rate_times_finite_difference_gradient(tiny):
+    rm, users, items, (bu, bi, P, Q) = tiny
+    mu, lr, eps = 3.0, 0.5, 1e-6
+    for j in (0, 5, rm.nnz - 1):
+        u, i, r = users[j], items[j], rm.ratings[j]
+        theta = np.concatenate([[bu[u], bi[i]], P[u], Q[i]])
+        k = P.shape[1]
+
+        def loss(t, r=r, k=k):
+            return rating_loss(r, mu, t[0], t[1], t[2 : 2 + k], t[2 + k :])
+
+        fd = np.array([(loss(theta + eps * e) - loss(theta - eps * e)) / (2 * eps)
+                       for e in np.eye(len(theta))])
+        b_u, b_i, P2, Q2 = bu.copy(), bi.copy(), P.copy(), Q.copy()
+        kernels.sgd_epoch(users, items, rm.ratings, np.array([j]), mu, b_u, b_i, P2, Q2, lr, LAM)
+        after = np.concatenate([[b_u[u], b_i[i]], P2[u], Q2[i]])
+        np.testing.assert_allclose((theta - after) / lr, fd, rtol=1e-6, atol=1e-8)
+        # nothing else moved
+        others = np.arange(rm.n_users) != u
+        np.testing.assert_array_equal(P2[others], P[others])
+
+
+def test_learning_rate_zero_changes_nothing(tiny):
+    rm, users, items, (bu, bi, P, Q) = tiny
+    before = [a.copy() for a in (bu, bi, P, Q)]
+    order = np.random.default_rng(0).permutation(rm.nnz)
+    kernels.sgd_epoch(users, items, rm.ratings, order, 3.0, bu, bi, P, Q, 0.0, LAM)
+    for a, b in zip(before, (bu, bi, P, Q), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kernel", ["serial", "hogwild_one_chunk"])
+def test_kernel_matches_numpy_reference_epoch(tiny, kernel):
+    rm, users, items, params = tiny
+    fast = [a.copy() for a in params]
+    ref = [a.copy() for a in params]
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        order = rng.permutation(rm.nnz)
+        if kernel == "serial":
+            kernels.sgd_epoch(users, items, rm.ratings, order, 3.0, *fast, 0.05, LAM)
+        else:  # one chunk: the parallel kernel runs the same visits in the same order
+            kernels.sgd_epoch_hogwild(users, items, rm.ratings, order, 3.0, *fast, 0.05, LAM, 1)
+        reference_epoch(users, items, rm.ratings, order, 3.0, *ref, 0.05, LAM)
+    for a, b in zip(fast, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(fast[2], params[2])  # the epoch did something
+
+
+def test_objective_matches_direct_sum(tiny):
+    rm, users, items, (bu, bi, P, Q) = tiny
+    state = StochasticState(3.0, bu, bi, P, Q, workspace=_Workspace.build(rm))
+    direct = np.mean([rating_loss(r, 3.0, bu[u], bi[i], P[u], Q[i])
+                      for u, i, r in zip(users, items, rm.ratings, strict=True)])
+    assert objective(state, LAM, compute_residuals(state)) == pytest.approx(direct, rel=1e-12)
+
+
+def test_same_seed_same_fit_and_other_seed_differs(small_low_rank):
+    rm, _ = small_low_rank
+    kw = dict(n_factors=4, max_iter=4, verbose=0)
+    a = SGD(random_state=5, **kw).fit(rm)
+    b = SGD(random_state=5, **kw).fit(rm)
+    c = SGD(random_state=6, **kw).fit(rm)
+    np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
+    np.testing.assert_array_equal(a.history_["objective"], b.history_["objective"])
+    assert not np.allclose(a.user_factors_, c.user_factors_)
+
+
+def test_recovers_planted_low_rank_matrix():
+    rm, truth = make_low_rank(150, 120, 3, 0.35, noise=0.05, random_state=0)
+    model = SGD(n_factors=3, learning_rate=0.02, regularization=0.005, max_iter=150,
+                init_std=0.3, random_state=0, verbose=0).fit(rm)
+    users, items = np.divmod(np.arange(150 * 120), 120)
+    known = (np.isin(users, rm.user_ids)) & (np.isin(items, rm.item_ids))
+    pred = model.predict(np.column_stack([users[known], items[known]]))
+    err = rmse(truth.dense().ravel()[known], pred)
+    assert err < 0.1, err  # on all cells, most of them never observed
+    assert model.history_["objective"][-1] < model.history_["objective"][0]
+
+
+@pytest.mark.parametrize("schedule,decay,expected", [
+    ("constant", None, [0.01, 0.01, 0.01]),
+    ("exponential", None, [0.01, 0.009, 0.0081]),
+    ("inverse", 0.5, [0.01, 0.01 / 1.5, 0.01 / 2.0]),
+])
+def test_schedules(small_low_rank, schedule, decay, expected):
+    rm, _ = small_low_rank
+    model = SGD(n_factors=2, learning_rate=0.01, schedule=schedule, decay=decay, max_iter=3,
+                random_state=0, verbose=0).fit(rm)
+    np.testing.assert_allclose(model.history_["step_size"], expected, rtol=1e-12)
+
+
+def test_float32_runs_in_float32_and_agrees_with_float64(small_low_rank):
+    rm, _ = small_low_rank
+    kw = dict(n_factors=3, max_iter=10, learning_rate=0.02, random_state=0, verbose=0)
+    m32 = SGD(dtype="float32", **kw).fit(rm)
+    m64 = SGD(**kw).fit(rm)
+    assert m32.user_factors_.dtype == np.float32 and m32.item_bias_.dtype == np.float32
+    np.testing.assert_allclose(m32.history_["train_rmse"], m64.history_["train_rmse"],
+                               rtol=1e-4)
+
+
+def test_hogwild_fits_as_well_as_serial(small_low_rank):
+    rm, _ = small_low_rank
+    kw = dict(n_factors=3, max_iter=30, learning_rate=0.02, random_state=0, verbose=0)
+    serial = SGD(**kw).fit(rm).history_["train_rmse"][-1]
+    parallel = SGD(parallel=True, **kw).fit(rm).history_["train_rmse"][-1]
+    assert parallel == pytest.approx(serial, abs=0.02)
+
+
+def test_divergence_stops_with_advice_and_finite_predictions(small_low_rank):
+    rm, _ = small_low_rank
+    model = SGD(n_factors=3, learning_rate=3.0, max_iter=20, random_state=0, verbose=0)
+    with pytest.warns(ConvergenceWarning, match="smaller learning_rate"):
+        model.fit(rm)
+    assert model.stop_reason_.startswith("diverged")
+    assert model.n_iter_ < 20 and len(model.history_) == model.n_iter_
+    assert np.isfinite(model.predict(rm.pairs())).all()
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"schedule": "cosine"}, "unknown schedule 'cosine'"),
+    ({"learning_rate": 0}, "learning_rate must be a real number > 0, got 0"),
+    ({"regularization": -1.0}, "regularization must be a real number >= 0"),
+    ({"n_factors": 0}, "n_factors must be an integer >= 1"),
+    ({"dtype": "int32"}, "dtype must be float32 or float64"),
+    ({"schedule": "exponential", "decay": 1.5}, r"decay must be in \(0, 1\]"),
+])
+def test_bad_parameters_are_named(small_low_rank, params, match):
+    rm, _ = small_low_rank
+    with pytest.raises(ValueError, match=match):
+        SGD(verbose=0, **params).fit(rm)
+
+
+def test_ml100k_u1_accuracy(ml100k_u1):
+    """Surprise's SVD with these settings scores about 0.95 on u1.test."""
+    train, test = ml100k_u1.train, ml100k_u1.test
+    model = SGD(random_state=0, verbose=0).fit(train)
+    score = rmse(test.ratings, model.predict(test, clip=True))
+    assert 0.90 < score < 0.96, score
+    assert np.median(model.history_["epoch_seconds"]) < 0.5  # loose: a shared CI machine
