@@ -324,3 +324,56 @@ def test_rating_matrix_csv_round_trip():
     buf = io.StringIO()
     rm.to_frame().to_csv(buf, index=False)
     assert buf.getvalue().splitlines()[0] == "user,item,rating"
+
+
+# ---------------------------------------------------------------------- download path
+@pytest.fixture
+def local_server(tmp_path):
+    """An HTTP server on loopback serving tmp_path/www."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.mark.realdata
+def test_download_verifies_the_checksum(tmp_path, monkeypatch, local_server, ml_latest_small):
+    import dataclasses
+
+    from mflib.data.datasets import fetch
+
+    root, url = local_server
+    shutil.copy(fetch("ml-latest-small", download=False), root / "ml-latest-small.zip")
+    entry = dataclasses.replace(REGISTRY["ml-latest-small"], url=url + "ml-latest-small.zip")
+    monkeypatch.setitem(REGISTRY, "ml-latest-small", entry)
+    monkeypatch.setenv("MFLIB_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("MFLIB_CACHE_DIR", str(tmp_path / "cache"))
+    rm = load_dataset("ml-latest-small")
+    assert (tmp_path / "cache" / "ml-latest-small.zip").is_file()
+    np.testing.assert_array_equal(rm.ratings, ml_latest_small.ratings)
+
+    (root / "other.zip").write_bytes(b"PK not the archive")
+    bad = dataclasses.replace(entry, url=url + "other.zip", archive="other.zip")
+    monkeypatch.setitem(REGISTRY, "ml-latest-small", bad)
+    with pytest.raises(ChecksumError, match=entry.archive_sha256):
+        load_dataset("ml-latest-small")
+
+
+def test_offline_download_failure_says_what_to_do(tmp_path, monkeypatch):
+    import dataclasses
+
+    entry = dataclasses.replace(REGISTRY["ml-1m"], url="http://127.0.0.1:9/ml-1m.zip")
+    monkeypatch.setitem(REGISTRY, "ml-1m", entry)
+    monkeypatch.setenv("MFLIB_DATA_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("MFLIB_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(DataNotFoundError, match="download failed.*MFLIB_DATA_DIR"):
+        load_dataset("ml-1m")
