@@ -1,0 +1,163 @@
+"""Matrix completion by variable projection on the Grassmann manifold.
+
+For ``U`` with orthonormal columns (items x k) the user factors are eliminated in
+closed form, one ridge problem per user on the centred ratings ``r~`` (users x items,
+observed set Omega, ``N = |Omega|``):
+
+    w_u(U) = (U_Iu^T U_Iu + lam^2 I)^-1 U_Iu^T r~_u
+    f(U)   = 1/(2N) sum_u ( |r~_u - U_Iu w_u|^2 + lam^2 |w_u|^2 )      (a sum over users)
+
+``f(U O) = f(U)`` for orthogonal ``O``, so f lives on Gr(n_items, k). Because ``w_u``
+minimises the bracket, the envelope theorem gives the Euclidean gradient without
+differentiating ``w_u``:  ``G = -(1/N) E^T W`` where ``E`` is the sparse residual
+matrix (users x items, same pattern as the ratings) -- one sparse-times-dense product.
+The Riemannian gradient is ``(I - U U^T) G``.
+
+The user solves use :func:`mflib.kernels.ridge.ridge_rows` (batched Cholesky, numba).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from ...kernels import pair_dots
+from ...kernels.ridge import ridge_rows
+from ...validation import check_choice, check_positive, check_positive_int
+
+SAMPLINGS = ("uniform", "count")
+
+
+@dataclass
+class Evaluation:
+    """f at one point with what its gradient needs: ``value``, the eliminated user
+    factors ``user_factors`` (n_users, k) and the residuals (CSR data order, (nnz,))."""
+
+    value: float
+    user_factors: np.ndarray
+    residuals: np.ndarray
+
+
+class VariableProjectionProblem:
+    """f(U), its gradients and per-user-minibatch stochastic gradients.
+
+    Parameters
+    ----------
+    matrix : scipy.sparse.csr_matrix, shape (n_users, n_items)
+        Centred ratings (explicit entries are the observed set; zeros count as ratings).
+    regularization : float
+        ``lam``; the user ridge penalty is ``lam**2`` (must be > 0 so users without
+        ratings have a defined solution).
+    manifold : Grassmann
+        Gr(n_items, k).
+    """
+
+    def __init__(self, matrix: sp.csr_matrix, regularization: float, manifold):
+        if not sp.isspmatrix_csr(matrix):
+            raise TypeError(f"matrix must be a scipy CSR matrix, got {type(matrix).__name__}")
+        if matrix.shape[1] != manifold.n:
+            raise ValueError(
+                f"matrix has {matrix.shape[1]} items but the manifold is Gr({manifold.n}, "
+                f"{manifold.k}); they must agree")
+        if matrix.nnz == 0:
+            raise ValueError("the rating matrix is empty")
+        self.matrix = matrix
+        self.lam = check_positive(regularization, "regularization")
+        self.ridge = self.lam ** 2
+        self.manifold = manifold
+        self.n_users, self.n_items = matrix.shape
+        self.nnz = int(matrix.nnz)
+        self.user_counts = np.diff(matrix.indptr)
+        self.active_users = np.flatnonzero(self.user_counts > 0)
+        # row index of every stored entry (CSR order), for per-rating dot products
+        self._rows = np.repeat(np.arange(self.n_users, dtype=np.int64), self.user_counts)
+        self._indices = matrix.indices.astype(np.int64)
+
+    @property
+    def n_active_users(self) -> int:
+        """Users with at least one rating: the cost of one full gradient in user-gradients."""
+        return int(self.active_users.size)
+
+    # ------------------------------------------------------------------ full problem
+    def solve_user_factors(self, U, matrix=None) -> np.ndarray:
+        """``w_u`` for every row of ``matrix`` (default: all users): shape (rows, k)."""
+        m = self.matrix if matrix is None else matrix
+        return ridge_rows(m.indptr, m.indices, m.data, U, self.ridge)
+
+    def evaluate(self, U) -> Evaluation:
+        """f(U) with the user factors and residuals (one pass over the ratings)."""
+        W = self.solve_user_factors(U)
+        residuals = self.matrix.data - pair_dots(W, U, self._rows, self._indices)
+        value = 0.5 * (residuals @ residuals + self.ridge * np.sum(W * W)) / self.nnz
+        return Evaluation(float(value), W, residuals)
+
+    def cost(self, U) -> tuple[float, Evaluation]:
+        """``(f(U), evaluation)``: the signature line searches expect."""
+        ev = self.evaluate(U)
+        return ev.value, ev
+
+    def euclidean_gradient(self, U, evaluation: Evaluation | None = None) -> np.ndarray:
+        """``-(1/N) E^T W`` (envelope theorem), shape (n_items, k)."""
+        ev = self.evaluate(U) if evaluation is None else evaluation
+        m = self.matrix
+        residual_matrix = sp.csr_matrix((ev.residuals, m.indices, m.indptr), shape=m.shape)
+        return -(residual_matrix.T @ ev.user_factors) / self.nnz
+
+    def riemannian_gradient(self, U, evaluation: Evaluation | None = None) -> np.ndarray:
+        """``(I - U U^T) G``, shape (n_items, k)."""
+        return self.manifold.projection(U, self.euclidean_gradient(U, evaluation))
+
+    # ------------------------------------------------------------------ finite sum
+    def sample_users(self, rng, batch_size: int, sampling: str = "uniform"):
+        """A minibatch of users and weights making ``sum_b weight_b grad f_(u_b)`` an
+        unbiased estimate of ``grad f``.
+
+        ``"uniform"``: ``batch_size`` distinct active users, weight ``n_active / batch``.
+        ``"count"``: drawn with replacement with probability ``n_u / N``, weight
+        ``1 / (batch * p_u)``.
+
+        Returns
+        -------
+        users : ndarray of int64, shape (batch_size,)
+        weights : ndarray of float64, shape (batch_size,)
+        """
+        check_choice(sampling, "sampling", SAMPLINGS)
+        batch_size = min(check_positive_int(batch_size, "batch_size"), self.n_active_users)
+        if sampling == "uniform":
+            users = rng.choice(self.active_users, batch_size, replace=False)
+            weights = np.full(batch_size, self.n_active_users / batch_size)
+        else:
+            p = self.user_counts[self.active_users] / self.nnz
+            pick = rng.choice(self.active_users.size, batch_size, replace=True, p=p)
+            users = self.active_users[pick]
+            weights = 1.0 / (batch_size * p[pick])
+        order = np.argsort(users, kind="stable")  # sorted rows make the CSR slicing cheaper
+        return users[order].astype(np.int64), weights[order]
+
+    def batch_riemannian_gradient(self, U, users, weights) -> np.ndarray:
+        """``proj_U( sum_b weights_b * grad_E f_(users_b)(U) )``, shape (n_items, k).
+
+        Costs one ridge solve per listed user (duplicates included).
+        """
+        sub = self.matrix[users]
+        W = ridge_rows(sub.indptr, sub.indices, sub.data, U, self.ridge)
+        rows = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(sub.indptr))
+        residuals = sub.data - pair_dots(W, U, rows, sub.indices.astype(np.int64))
+        residual_matrix = sp.csr_matrix((residuals, sub.indices, sub.indptr), shape=sub.shape)
+        G = -(residual_matrix.T @ (W * weights[:, None])) / self.nnz
+        return self.manifold.projection(U, G)
+
+    def user_objectives(self, U) -> np.ndarray:
+        """Per-user terms f_u(U) (sum to f(U)), shape (n_users,): a reference for tests."""
+        ev = self.evaluate(U)
+        sq = np.bincount(self._rows, weights=ev.residuals ** 2, minlength=self.n_users)
+        return 0.5 * (sq + self.ridge * np.sum(ev.user_factors ** 2, axis=1)) / self.nnz
+
+    def restrict(self, users) -> VariableProjectionProblem:
+        """The same problem on a subset of users (a DANE worker's share): its f is the
+        sum of the listed users' terms, still divided by the *global* N."""
+        part = VariableProjectionProblem(self.matrix[np.sort(users)], self.lam, self.manifold)
+        part.nnz = self.nnz
+        return part

@@ -1,0 +1,646 @@
+"""Optimisers for variable-projection matrix completion on the Grassmann manifold.
+
+Every class is an estimator on the shared fit loop: one ``_step`` is one outer
+iteration (an RGD step, an SVRG epoch, a Catalyst outer step, a DANE round). The
+inner loops of Catalyst and DANE are plain functions below, called inside one step.
+
+The model fitted by all of them (except :class:`EuclideanGD`, which optimises the
+same factorisation without the manifold) is ``r_hat = mu + b_u + c_i + w_u . U_i``
+with biases from :class:`~mflib.solvers.baselines.BiasBaseline` (``center="bias"``),
+``U`` orthonormal (items x k) and ``w_u`` the exact ridge solution for ``U``
+(see :mod:`.completion`). After the fit ``item_factors_ = U`` and ``user_factors_ = W``
+(solved exactly for the final ``U``), so ``predict`` works like every estimator's.
+
+History columns: ``objective`` (f), ``grad_norm`` (Riemannian gradient norm),
+``step_size``, ``user_gradients`` (cumulative per-user solve+gradient evaluations; a
+full evaluation of f costs ``n_users`` of them), solver-specific extras (``kappa``...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from ...base import FactorizationEstimator, FactorState
+from ...fitting import StopFit
+from ...validation import (
+    check_choice,
+    check_nonnegative,
+    check_positive,
+    check_positive_int,
+    check_random_state,
+)
+from ..baselines import BiasBaseline
+from .completion import SAMPLINGS, VariableProjectionProblem
+from .line_search import ArmijoLineSearch, barzilai_borwein_step
+from .manifolds import RETRACTIONS, Grassmann
+
+CENTERS = ("bias", "mean", "none")
+INITS = ("random", "svd")
+INNER_SOLVERS = ("svrg", "sarah", "spider")
+
+
+# ====================================================================== objectives
+class FullObjective:
+    """f itself: ``cost(U) -> (value, evaluation)``, ``gradient(U, evaluation)``."""
+
+    def __init__(self, problem: VariableProjectionProblem):
+        self.problem = problem
+
+    def cost(self, U):
+        return self.problem.cost(U)
+
+    def gradient(self, U, evaluation):
+        return self.problem.riemannian_gradient(U, evaluation)
+
+
+class ProximalObjective:
+    """``F(U) = f(U) + kappa/2 * dist(U, centre)^2`` (Catalyst's subproblem).
+
+    ``grad F = grad f - kappa * log_U(centre)`` (the gradient of half the squared
+    geodesic distance is minus the logarithm).
+    """
+
+    def __init__(self, problem, centre, kappa):
+        self.problem, self.centre, self.kappa = problem, centre, float(kappa)
+
+    def proximal_term(self, U) -> float:
+        return 0.5 * self.kappa * self.problem.manifold.dist(U, self.centre) ** 2
+
+    def proximal_gradient(self, U):
+        return -self.kappa * self.problem.manifold.log(U, self.centre)
+
+    def cost(self, U):
+        value, ev = self.problem.cost(U)
+        return value + self.proximal_term(U), ev
+
+    def gradient(self, U, evaluation):
+        return self.problem.riemannian_gradient(U, evaluation) + self.proximal_gradient(U)
+
+
+class DaneLocalObjective:
+    """A DANE worker's corrected local problem around the current point ``U0``:
+
+    ``F_j(V) = m f_j(V) - <a, V V^T U0> + mu/2 * (k - |U0^T V|_F^2)``,
+    ``a = m grad f_j(U0) - grad f(U0)``
+
+    with ``m`` workers and ``f = sum_j f_j``. Both extra terms are functions of the
+    subspace of V (invariant under ``V -> V O``); at ``V = U0`` the linear term has
+    Riemannian gradient ``a``, so ``grad F_j(U0) = grad f(U0)`` (DANE's gradient
+    correction), and the last term is the smooth chordal proximity ``sum sin^2``.
+    """
+
+    def __init__(self, part: VariableProjectionProblem, centre, correction, mu, n_workers):
+        self.part, self.centre = part, centre
+        self.correction, self.mu, self.m = correction, float(mu), float(n_workers)
+
+    def cost(self, V):
+        value, ev = self.part.cost(V)
+        linear = np.vdot(self.correction, V @ (V.T @ self.centre))
+        proximity = self.part.manifold.chordal_dist2(self.centre, V)
+        return self.m * value - linear + 0.5 * self.mu * proximity, ev
+
+    def gradient(self, V, evaluation):
+        manifold = self.part.manifold
+        a, c = self.correction, self.centre
+        euclid = (c @ (a.T @ V) + a @ (c.T @ V)) + self.mu * (c @ (c.T @ V))
+        return self.m * self.part.riemannian_gradient(V, evaluation) - manifold.projection(
+            V, euclid)
+
+
+# ====================================================================== descent steps
+@dataclass
+class DescentStep:
+    """Outcome of one Armijo gradient step."""
+
+    point: np.ndarray
+    value: float
+    evaluation: object
+    gradient: np.ndarray
+    step: float
+    n_evaluations: int
+    bb_step: float | None
+
+
+def armijo_gradient_step(objective, manifold, point, value, gradient, line_search,
+                         previous_step=None, bb_step=None, retraction=None) -> DescentStep:
+    """One Riemannian gradient step with Armijo backtracking on ``objective``.
+
+    Raises :class:`~mflib.solvers.riemannian.line_search.LineSearchFailed` when the
+    search finds no sufficient decrease (never returns a zero step).
+    """
+    g_norm = manifold.norm(point, gradient)
+    t0 = line_search.initial_step(previous_step, g_norm, bb_step)
+    res = line_search.search(objective.cost, manifold, point, -gradient, value, -g_norm ** 2,
+                             t0, retraction)
+    new_gradient = objective.gradient(res.point, res.payload)
+    # BB quotient for the next step: s = transported step, y = gradient change
+    s = manifold.transport(point, res.point, -res.step * gradient)
+    y = new_gradient - manifold.transport(point, res.point, gradient)
+    bb = barzilai_borwein_step(manifold, res.point, s, y)
+    return DescentStep(res.point, res.value, res.payload, new_gradient, res.step,
+                       res.n_evaluations, bb)
+
+
+def gradient_descent(objective, manifold, point, n_steps, line_search, retraction=None,
+                     previous_step=None):
+    """``n_steps`` Armijo steps from ``point`` (the local solver of DANE).
+
+    Returns ``(point, last_step_size, n_evaluations)``. A failed line search ends the
+    loop early (the point is then stationary to working precision).
+    """
+    value, ev = objective.cost(point)
+    gradient = objective.gradient(point, ev)
+    n_evals, step, bb = 1, previous_step, None
+    for _ in range(n_steps):
+        if manifold.norm(point, gradient) == 0.0:
+            break
+        try:
+            out = armijo_gradient_step(objective, manifold, point, value, gradient, line_search,
+                                       step, bb, retraction)
+        except StopFit:
+            break
+        point, value, gradient, step, bb = out.point, out.value, out.gradient, out.step, \
+            out.bb_step
+        n_evals += out.n_evaluations
+    return point, step, n_evals
+
+
+# ====================================================================== stochastic epochs
+def _stochastic_gradient(problem, U, users, weights, proximal):
+    g = problem.batch_riemannian_gradient(U, users, weights)
+    return g if proximal is None else g + proximal.proximal_gradient(U)
+
+
+def _full_gradient(problem, U, proximal):
+    ev = problem.evaluate(U)
+    g = problem.riemannian_gradient(U, ev)
+    if proximal is not None:
+        g = g + proximal.proximal_gradient(U)
+    return ev, g
+
+
+def variance_reduced_epoch(method, problem, point, learning_rate, inner_steps, batch_size,
+                           sampling, rng, retraction=None, proximal=None, snapshot_gradient=None,
+                           max_step_length=None):
+    """One epoch of R-SVRG, R-SARAH or R-SPIDER from ``point``.
+
+    The objective is f, or ``f + kappa/2 dist^2(., centre)`` when ``proximal`` (a
+    :class:`ProximalObjective`) is given: its exact gradient term is added to every
+    stochastic gradient of f, so the inner solver minimises the proximal objective.
+
+    * ``"svrg"``: ``v = g_B(U) - T(g_B(S) - g(S))`` with the snapshot ``S = point``;
+    * ``"sarah"``: ``v_t = g_B(U_t) - T(g_B(U_t-1)) + T(v_t-1)``, ``v_0 = g(S)``;
+    * ``"spider"``: the SARAH estimator with a normalised step of length at most
+      ``max_step_length`` (default: the length of the first, full-gradient step).
+
+    ``T`` is vector transport by projection; steps are ``U <- R_U(-learning_rate v)``.
+
+    Returns
+    -------
+    point : ndarray (n, k)
+        The last iterate.
+    user_gradients : int
+        Per-user gradient evaluations spent (the snapshot's full gradient included).
+    """
+    check_choice(method, "method", INNER_SOLVERS)
+    manifold = problem.manifold
+    user_gradients = 0
+    if snapshot_gradient is None:
+        _, snapshot_gradient = _full_gradient(problem, point, proximal)
+        user_gradients += problem.n_active_users
+    snapshot = point
+    U = point
+    if method == "svrg":
+        for _ in range(inner_steps):
+            users, weights = problem.sample_users(rng, batch_size, sampling)
+            here = _stochastic_gradient(problem, U, users, weights, proximal)
+            there = _stochastic_gradient(problem, snapshot, users, weights, proximal)
+            v = here - manifold.transport(snapshot, U, there - snapshot_gradient)
+            U = manifold.retraction(U, -learning_rate * v, retraction)
+            user_gradients += 2 * len(users)
+        return U, user_gradients
+    v = snapshot_gradient
+    previous = U
+    radius = max_step_length
+    if method == "spider" and radius is None:
+        radius = learning_rate * manifold.norm(U, v)
+    for t in range(inner_steps):
+        if t > 0:
+            users, weights = problem.sample_users(rng, batch_size, sampling)
+            here = _stochastic_gradient(problem, U, users, weights, proximal)
+            there = _stochastic_gradient(problem, previous, users, weights, proximal)
+            v = here + manifold.transport(previous, U, v - there)
+            user_gradients += 2 * len(users)
+        step = learning_rate
+        if method == "spider":
+            step = min(learning_rate, radius / max(manifold.norm(U, v), 1e-300))
+        previous = U
+        U = manifold.retraction(U, -step * v, retraction)
+    return U, user_gradients
+
+
+def solve_proximal(method, problem, centre, kappa, start, learning_rate, epochs, inner_steps,
+                   batch_size, sampling, rng, retraction=None):
+    """Catalyst's inner solver: ``epochs`` variance-reduced epochs on
+    ``f + kappa/2 dist^2(., centre)`` from ``start``.
+
+    Returns ``(point, proximal_objective, user_gradients)``.
+    """
+    proximal = ProximalObjective(problem, centre, kappa)
+    U, used = start, 0
+    for _ in range(epochs):
+        U, n = variance_reduced_epoch(method, problem, U, learning_rate, inner_steps,
+                                      batch_size, sampling, rng, retraction, proximal)
+        used += n
+    return U, proximal, used
+
+
+# ====================================================================== estimators
+@dataclass
+class GrassmannState(FactorState):
+    """The model (FactorState fields; ``item_factors`` is U, ``user_factors`` is W(U))
+    and the optimiser's working variables."""
+
+    value: float = np.nan
+    gradient: object = None
+    evaluation: object = None
+    step_size: float | None = None
+    bb_step: float | None = None
+    user_gradients: int = 0
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def copy(self):
+        out = super().copy()
+        out.extra = {k: (v.copy() if hasattr(v, "copy") else v) for k, v in self.extra.items()}
+        return out
+
+
+class _GrassmannEstimator(FactorizationEstimator):
+    """Shared set-up: centring, the problem, the initial point, the exact final W."""
+
+    _contract_params = {"n_factors": 2, "max_iter": 3, "random_state": 0}
+
+    def _check_common(self, train):
+        check_positive_int(self.n_factors, "n_factors")
+        check_positive(self.regularization, "regularization")
+        check_nonnegative(self.bias_regularization, "bias_regularization")
+        check_choice(self.center, "center", CENTERS)
+        check_choice(self.init, "init", INITS)
+        check_choice(self.retraction, "retraction", RETRACTIONS)
+        if self.n_factors > train.n_items:
+            raise ValueError(f"n_factors={self.n_factors} exceeds the number of items "
+                             f"({train.n_items}); choose n_factors <= {train.n_items}")
+
+    def _centre(self, train):
+        """(mu, user_bias, item_bias, centred CSR matrix)."""
+        if self.center == "bias":
+            base = BiasBaseline(regularization=self.bias_regularization, max_iter=20,
+                                tol=1e-10, verbose=0).fit(train)
+            mu, b, c = base.global_mean_, base.user_bias_, base.item_bias_
+        else:
+            mu = float(train.ratings.mean()) if self.center == "mean" else 0.0
+            b, c = np.zeros(train.n_users), np.zeros(train.n_items)
+        centred = train.ratings - mu - b[train.users] - c[train.items]
+        matrix = sp.csr_matrix((centred, (train.users, train.items)), shape=train.shape)
+        matrix.sort_indices()
+        return mu, b, c, matrix
+
+    def _initial_point(self, manifold, matrix, rng):
+        if self.init == "random":
+            return manifold.random_point(rng)
+        # top-k right singular vectors of the centred ratings (start vector from rng)
+        v0 = rng.standard_normal(min(matrix.shape))
+        _, _, vt = spla.svds(matrix, k=self.n_factors, v0=v0)
+        return np.linalg.qr(vt.T)[0]
+
+    def _init_state(self, train):
+        self._check_common(train)
+        self._check_params()
+        rng = check_random_state(self.random_state)
+        mu, b, c, matrix = self._centre(train)
+        manifold = Grassmann(train.n_items, self.n_factors, self.retraction)
+        self._problem = VariableProjectionProblem(matrix, self.regularization, manifold)
+        self._rng = rng
+        U = self._initial_point(manifold, matrix, rng)
+        ev = self._problem.evaluate(U)
+        state = GrassmannState(mu, b, c, ev.user_factors, U, ev.value,
+                               self._problem.riemannian_gradient(U, ev), ev,
+                               user_gradients=self._problem.n_active_users)
+        self._setup(state)
+        return state
+
+    def _check_params(self):
+        """Validate solver-specific parameters (subclasses)."""
+
+    def _setup(self, state):
+        """Solver-specific initial working variables (subclasses)."""
+
+    def _accept(self, state, U, evaluation=None, gradient=None, objective=None):
+        """Move the state to U (evaluating f there unless given) and return the metrics."""
+        problem = self._problem
+        if evaluation is None:
+            evaluation = problem.evaluate(U)
+            state.user_gradients += problem.n_active_users
+        if gradient is None:
+            gradient = problem.riemannian_gradient(U, evaluation)
+        state.item_factors, state.evaluation = U, evaluation
+        state.user_factors, state.value, state.gradient = (evaluation.user_factors,
+                                                           evaluation.value, gradient)
+        return {"objective": evaluation.value,
+                "grad_norm": float(np.linalg.norm(gradient)),
+                "user_gradients": state.user_gradients}
+
+    def _line_search(self):
+        ls = self.line_search if getattr(self, "line_search", None) is not None \
+            else ArmijoLineSearch()
+        if not hasattr(ls, "search"):
+            raise TypeError(f"line_search must have a search method, got {ls!r}")
+        return ls
+
+    def _auto_learning_rate(self, state):
+        """A fixed step for the stochastic methods: ``learning_rate`` if a number, else
+        (``"auto"``) a quarter of the Armijo step of a full-gradient search at the initial
+        point (Armijo accepts steps up to ~2/L, so this is ~1/(2L))."""
+        if self.learning_rate != "auto":
+            return check_positive(self.learning_rate, "learning_rate")
+        out = armijo_gradient_step(FullObjective(self._problem), self._problem.manifold,
+                                   state.item_factors, state.value, state.gradient,
+                                   ArmijoLineSearch(growth=1.0), None, None, self.retraction)
+        state.user_gradients += out.n_evaluations * self._problem.n_active_users
+        return 0.25 * out.step
+
+    def _finalize(self, state):
+        # the exact user factors of the final subspace (W is never a gradient iterate)
+        state.user_factors = self._problem.solve_user_factors(state.item_factors)
+        state.extra = {}
+        state.evaluation = None
+        super()._finalize(state)
+        del self._problem, self._rng
+
+
+_COMMON_DOC = """
+    n_factors : int, default 10
+        Rank k (dimension of the subspace).
+    regularization : float, default 1e-2
+        ``lam``; every user solve is a ridge regression with penalty ``lam**2``.
+    bias_regularization : float, default 10.0
+        Penalty of the bias baseline that centres the ratings (``center="bias"``).
+    center : {"bias", "mean", "none"}, default "bias"
+        Centre by the regularised bias baseline, by the global mean, or not at all.
+    init : {"random", "svd"}, default "random"
+        Initial subspace: uniform random, or the top-k right singular vectors of the
+        centred rating matrix.
+    retraction : {"qr", "polar", "cayley"}, default "qr"
+    max_iter : int
+    tol : float
+        Relative change of the objective that stops the fit.
+    random_state : int, Generator or None
+    verbose : int, default 1
+    callbacks : list of callables, optional
+"""
+
+
+class RGD(_GrassmannEstimator):
+    __doc__ = """Riemannian gradient descent with Armijo backtracking.
+
+    Parameters
+    ----------""" + _COMMON_DOC + """    line_search : ArmijoLineSearch, optional
+        Default ``ArmijoLineSearch()`` (contraction 0.5, sufficient decrease 1e-4,
+        initial step from the previous accepted one; ``initial="bb"`` for BB steps).
+    """
+
+    def __init__(self, n_factors=10, regularization=1e-2, bias_regularization=10.0,
+                 center="bias", init="random", retraction="qr", line_search=None, max_iter=100,
+                 tol=1e-7, random_state=None, verbose=1, callbacks=None):
+        self.n_factors = n_factors
+        self.regularization = regularization
+        self.bias_regularization = bias_regularization
+        self.center = center
+        self.init = init
+        self.retraction = retraction
+        self.line_search = line_search
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def _step(self, state, train):
+        problem = self._problem
+        out = armijo_gradient_step(FullObjective(problem), problem.manifold,
+                                   state.item_factors, state.value, state.gradient,
+                                   self._line_search(), state.step_size, state.bb_step,
+                                   self.retraction)
+        state.step_size, state.bb_step = out.step, out.bb_step
+        state.user_gradients += out.n_evaluations * problem.n_active_users
+        metrics = self._accept(state, out.point, out.evaluation, out.gradient)
+        return {**metrics, "step_size": out.step, "evaluations": out.n_evaluations}
+
+
+class RAGD(_GrassmannEstimator):
+    __doc__ = """Riemannian accelerated gradient descent (Zhang & Sra 2018, constant-step
+    scheme with the estimate-sequence parameters ``gamma``, ``mu``, ``beta``).
+
+    Per iteration, with step ``h`` (an Armijo step, started from the previous one):
+    ``alpha^2 = h((1 - alpha) gamma + alpha mu)``, ``gbar = (1 - alpha) gamma + alpha mu``,
+    ``y = Exp_x(alpha gamma / (gamma + alpha mu) Log_x(v))``,
+    ``x+ = R_y(-h grad f(y))``,
+    ``v+ = Exp_y(((1 - alpha) gamma / gbar) Log_y(v) - (alpha / gbar) grad f(y))``,
+    ``gamma+ = gbar / (1 + beta)``. f is not geodesically convex here, so when ``x+``
+    is worse than ``x`` the momentum is restarted (``v = x``) from a plain Armijo step
+    at ``x``; ``restarts`` counts these in the history.
+
+    Parameters
+    ----------""" + _COMMON_DOC + """    gamma, mu, beta : float, default 1, 5, 5
+    line_search : ArmijoLineSearch, optional
+    """
+
+    def __init__(self, n_factors=10, regularization=1e-2, bias_regularization=10.0,
+                 center="bias", init="random", retraction="qr", gamma=1.0, mu=5.0, beta=5.0,
+                 line_search=None, max_iter=100, tol=1e-7, random_state=None, verbose=1,
+                 callbacks=None):
+        self.n_factors = n_factors
+        self.regularization = regularization
+        self.bias_regularization = bias_regularization
+        self.center = center
+        self.init = init
+        self.retraction = retraction
+        self.gamma = gamma
+        self.mu = mu
+        self.beta = beta
+        self.line_search = line_search
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def _check_params(self):
+        check_positive(self.gamma, "gamma")
+        check_positive(self.mu, "mu")
+        check_nonnegative(self.beta, "beta")
+
+    def _setup(self, state):
+        state.extra.update(v=state.item_factors.copy(), gamma=float(self.gamma), restarts=0)
+
+    def _step(self, state, train):
+        problem, manifold = self._problem, self._problem.manifold
+        objective, ls = FullObjective(problem), self._line_search()
+        x, v, gamma, mu = state.item_factors, state.extra["v"], state.extra["gamma"], self.mu
+        h = state.step_size if state.step_size is not None else \
+            ls.initial_step(None, float(np.linalg.norm(state.gradient)))
+        # alpha solves alpha^2 - h (mu - gamma) alpha - h gamma = 0 (positive root)
+        alpha = 0.5 * (h * (mu - gamma) + np.sqrt((h * (mu - gamma)) ** 2 + 4 * h * gamma))
+        alpha = min(alpha, 1.0)
+        gbar = (1 - alpha) * gamma + alpha * mu
+        y = manifold.exp(x, (alpha * gamma / (gamma + alpha * mu)) * manifold.log(x, v))
+        y_value, y_ev = objective.cost(y)
+        y_grad = objective.gradient(y, y_ev)
+        out = armijo_gradient_step(objective, manifold, y, y_value, y_grad, ls, h / ls.growth,
+                                   None, self.retraction)
+        state.user_gradients += (1 + out.n_evaluations) * problem.n_active_users
+        v_new = manifold.exp(y, ((1 - alpha) * gamma / gbar) * manifold.log(y, v)
+                             - (alpha / gbar) * y_grad)
+        if out.value > state.value:  # momentum made things worse: restart from x
+            out = armijo_gradient_step(objective, manifold, x, state.value, state.gradient, ls,
+                                       h, None, self.retraction)
+            state.user_gradients += out.n_evaluations * problem.n_active_users
+            v_new = out.point.copy()
+            state.extra["restarts"] += 1
+        state.step_size = out.step
+        state.extra.update(v=v_new, gamma=gbar / (1 + self.beta))
+        metrics = self._accept(state, out.point, out.evaluation, out.gradient)
+        return {**metrics, "step_size": out.step, "alpha": float(alpha),
+                "restarts": state.extra["restarts"]}
+
+
+class _VarianceReduced(_GrassmannEstimator):
+    """One ``_step`` = one epoch of the variance-reduced method ``_method``."""
+
+    _method = "svrg"
+
+    def _check_params(self):
+        check_positive_int(self.batch_size, "batch_size")
+        check_choice(self.sampling, "sampling", SAMPLINGS)
+        if self.inner_steps is not None:
+            check_positive_int(self.inner_steps, "inner_steps")
+        if self.learning_rate != "auto":
+            check_positive(self.learning_rate, "learning_rate")
+
+    def _inner_steps(self):
+        if self.inner_steps is not None:
+            return self.inner_steps
+        return max(1, self._problem.n_active_users // self.batch_size)
+
+    def _setup(self, state):
+        state.step_size = self._auto_learning_rate(state)
+
+    def _step(self, state, train):
+        U, used = variance_reduced_epoch(
+            self._method, self._problem, state.item_factors, state.step_size,
+            self._inner_steps(), self.batch_size, self.sampling, self._rng, self.retraction,
+            snapshot_gradient=state.gradient, max_step_length=getattr(self, "max_step_length",
+                                                                      None))
+        state.user_gradients += used
+        return {**self._accept(state, U), "step_size": state.step_size}
+
+
+_VR_DOC = """    learning_rate : float or "auto", default "auto"
+        Fixed step; "auto" takes a quarter of the Armijo step of a full-gradient search at the
+        initial point.
+    batch_size : int, default 64
+        Users per stochastic gradient.
+    inner_steps : int, optional
+        Stochastic steps per epoch (default ``n_users // batch_size``).
+    sampling : {"uniform", "count"}, default "uniform"
+        Users drawn uniformly, or with probability proportional to their rating count.
+"""
+
+
+def _vr_init(self, n_factors, regularization, bias_regularization, center, init, retraction,
+             learning_rate, batch_size, inner_steps, sampling, max_iter, tol, random_state,
+             verbose, callbacks):
+    self.n_factors = n_factors
+    self.regularization = regularization
+    self.bias_regularization = bias_regularization
+    self.center = center
+    self.init = init
+    self.retraction = retraction
+    self.learning_rate = learning_rate
+    self.batch_size = batch_size
+    self.inner_steps = inner_steps
+    self.sampling = sampling
+    self.max_iter = max_iter
+    self.tol = tol
+    self.random_state = random_state
+    self.verbose = verbose
+    self.callbacks = callbacks
+
+
+class RSVRG(_VarianceReduced):
+    __doc__ = """Riemannian SVRG (Zhang, Reddi & Sra 2016): per epoch a snapshot full
+    gradient, then ``v = g_B(U) - T(g_B(S) - g(S))`` steps with projection transport.
+
+    Parameters
+    ----------""" + _COMMON_DOC + _VR_DOC
+
+    _method = "svrg"
+
+    def __init__(self, n_factors=10, regularization=1e-2, bias_regularization=10.0,
+                 center="bias", init="random", retraction="qr", learning_rate="auto",
+                 batch_size=64, inner_steps=None, sampling="uniform", max_iter=30, tol=1e-7,
+                 random_state=None, verbose=1, callbacks=None):
+        _vr_init(self, n_factors, regularization, bias_regularization, center, init,
+                 retraction, learning_rate, batch_size, inner_steps, sampling, max_iter, tol,
+                 random_state, verbose, callbacks)
+
+
+class RSARAH(_VarianceReduced):
+    __doc__ = """Riemannian SARAH: the recursive estimator
+    ``v_t = g_B(U_t) - T(g_B(U_t-1)) + T(v_t-1)``, restarted with a full gradient each
+    epoch.
+
+    Parameters
+    ----------""" + _COMMON_DOC + _VR_DOC
+
+    _method = "sarah"
+
+    def __init__(self, n_factors=10, regularization=1e-2, bias_regularization=10.0,
+                 center="bias", init="random", retraction="qr", learning_rate="auto",
+                 batch_size=64, inner_steps=None, sampling="uniform", max_iter=30, tol=1e-7,
+                 random_state=None, verbose=1, callbacks=None):
+        _vr_init(self, n_factors, regularization, bias_regularization, center, init,
+                 retraction, learning_rate, batch_size, inner_steps, sampling, max_iter, tol,
+                 random_state, verbose, callbacks)
+
+
+class RSPIDER(_VarianceReduced):
+    __doc__ = """Riemannian SPIDER: the SARAH estimator with normalised steps
+    ``min(learning_rate, max_step_length / |v|)``.
+
+    Parameters
+    ----------""" + _COMMON_DOC + _VR_DOC + """    max_step_length : float, optional
+        Longest move per inner step; default the length of the epoch's first
+        (full-gradient) step.
+    """
+
+    _method = "spider"
+
+    def __init__(self, n_factors=10, regularization=1e-2, bias_regularization=10.0,
+                 center="bias", init="random", retraction="qr", learning_rate="auto",
+                 batch_size=64, inner_steps=None, sampling="uniform", max_step_length=None,
+                 max_iter=30, tol=1e-7, random_state=None, verbose=1, callbacks=None):
+        _vr_init(self, n_factors, regularization, bias_regularization, center, init,
+                 retraction, learning_rate, batch_size, inner_steps, sampling, max_iter, tol,
+                 random_state, verbose, callbacks)
+        self.max_step_length = max_step_length
+
+    def _check_params(self):
+        super()._check_params()
+        if self.max_step_length is not None:
+            check_positive(self.max_step_length, "max_step_length")

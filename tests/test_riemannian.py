@@ -1,0 +1,191 @@
+"""The variable-projection problem and the Riemannian optimisers, checked against
+mathematics: a dense NumPy reference of f, finite differences, invariance, unbiased
+stochastic gradients, monotone RGD, recovery of a planted low-rank matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mflib import make_low_rank
+from mflib.solvers.riemannian import (
+    RAGD,
+    RGD,
+    RSARAH,
+    RSPIDER,
+    RSVRG,
+    ArmijoLineSearch,
+    Grassmann,
+    VariableProjectionProblem,
+)
+
+LAM = 1e-2
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """A 60 x 50 pure rank-3 matrix, 40% observed, noise 0.05 (no biases)."""
+    return make_low_rank(60, 50, 3, 0.4, noise=0.05, bias_scale=0, global_mean=0,
+                         random_state=0)
+
+
+@pytest.fixture(scope="module")
+def problem(planted):
+    rm, _ = planted
+    return VariableProjectionProblem(rm.to_csr(), LAM, Grassmann(rm.n_items, 3))
+
+
+def _reference_value(problem, U):
+    """f(U) with one numpy least-squares problem per user (a slow, obvious reference)."""
+    m = problem.matrix
+    total = 0.0
+    k = U.shape[1]
+    for u in range(m.shape[0]):
+        idx = m.indices[m.indptr[u]:m.indptr[u + 1]]
+        r = m.data[m.indptr[u]:m.indptr[u + 1]]
+        A = np.vstack([U[idx], LAM * np.eye(k)])
+        w = np.linalg.lstsq(A, np.concatenate([r, np.zeros(k)]), rcond=None)[0]
+        total += np.sum((r - U[idx] @ w) ** 2) + LAM ** 2 * w @ w
+    return 0.5 * total / m.nnz
+
+
+def _all_pairs(rm):
+    return np.column_stack([np.repeat(rm.user_ids, rm.n_items),
+                            np.tile(rm.item_ids, rm.n_users)])
+
+
+def test_value_matches_dense_reference(problem):
+    U = problem.manifold.random_point(np.random.default_rng(0))
+    assert problem.evaluate(U).value == pytest.approx(_reference_value(problem, U), rel=1e-10)
+    assert problem.user_objectives(U).sum() == pytest.approx(problem.evaluate(U).value,
+                                                             rel=1e-12)
+
+
+def test_invariant_under_rotation(problem):
+    rng = np.random.default_rng(1)
+    U = problem.manifold.random_point(rng)
+    O = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    assert problem.evaluate(U @ O).value == pytest.approx(problem.evaluate(U).value, rel=1e-10)
+    # the Riemannian gradient rotates with the representative
+    np.testing.assert_allclose(problem.riemannian_gradient(U @ O),
+                               problem.riemannian_gradient(U) @ O, atol=1e-12)
+
+
+def test_riemannian_gradient_matches_finite_differences(problem):
+    rng = np.random.default_rng(2)
+    manifold = problem.manifold
+    U = manifold.random_point(rng)
+    g = problem.riemannian_gradient(U)
+    assert np.linalg.norm(U.T @ g) < 1e-12
+    for _ in range(3):
+        xi = manifold.random_tangent(U, rng)
+        h = 1e-5
+        fd = (problem.evaluate(manifold.exp(U, h * xi)).value
+              - problem.evaluate(manifold.exp(U, -h * xi)).value) / (2 * h)
+        assert np.vdot(g, xi) == pytest.approx(fd, rel=1e-6, abs=1e-12)
+
+
+def test_euclidean_gradient_matches_finite_differences(problem):
+    # envelope theorem: the gradient of the *unconstrained* f at any U (not only
+    # orthonormal ones) is -(1/N) E^T W
+    rng = np.random.default_rng(3)
+    U = rng.standard_normal((problem.n_items, 3))
+    G = problem.euclidean_gradient(U)
+    D = rng.standard_normal(U.shape)
+    h = 1e-6
+    fd = (problem.evaluate(U + h * D).value - problem.evaluate(U - h * D).value) / (2 * h)
+    assert np.vdot(G, D) == pytest.approx(fd, rel=1e-6)
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "count"])
+def test_stochastic_gradient_is_unbiased(problem, sampling):
+    rng = np.random.default_rng(4)
+    U = problem.manifold.random_point(rng)
+    g = problem.riemannian_gradient(U)
+    # exact expectation over the sampling distribution, batch of one user
+    if sampling == "uniform":
+        expected = sum(problem.batch_riemannian_gradient(U, np.array([u]), np.ones(1))
+                       for u in problem.active_users)
+    else:
+        p = problem.user_counts / problem.nnz
+        expected = sum(p[u] * problem.batch_riemannian_gradient(U, np.array([u]),
+                                                                np.array([1 / p[u]]))
+                       for u in problem.active_users)
+    np.testing.assert_allclose(expected, g, atol=1e-12)
+    users, weights = problem.sample_users(rng, 10, sampling)
+    assert len(users) == 10 and np.all(np.diff(users) >= 0)
+    mean = np.mean([problem.batch_riemannian_gradient(U, *problem.sample_users(rng, 10,
+                                                                             sampling))
+                    for _ in range(400)], axis=0)
+    assert np.linalg.norm(mean - g) < 0.15 * np.linalg.norm(g)
+
+
+def test_problem_rejects_bad_input(planted):
+    rm, _ = planted
+    with pytest.raises(ValueError, match="regularization must be a real number > 0"):
+        VariableProjectionProblem(rm.to_csr(), 0.0, Grassmann(rm.n_items, 3))
+    with pytest.raises(ValueError, match="items but the manifold"):
+        VariableProjectionProblem(rm.to_csr(), LAM, Grassmann(rm.n_items + 1, 3))
+
+
+def test_rgd_is_monotone_and_accepts_armijo(planted):
+    rm, _ = planted
+    m = RGD(n_factors=3, center="none", max_iter=40, random_state=0, verbose=0).fit(rm)
+    obj = m.history_["objective"]
+    assert np.all(np.diff(obj) < 0)
+    assert m.history_["grad_norm"][-1] < 1e-2 * m.history_["grad_norm"][0]
+    # W is the exact solution for the final U
+    prob = VariableProjectionProblem(rm.to_csr(), LAM, Grassmann(rm.n_items, 3))
+    np.testing.assert_allclose(m.user_factors_, prob.solve_user_factors(m.item_factors_),
+                               atol=1e-12)
+
+
+def test_rgd_bb_and_retractions_converge_to_same_value(planted):
+    rm, _ = planted
+    values = []
+    for retraction in ("qr", "polar", "cayley"):
+        m = RGD(n_factors=3, center="none", max_iter=200, tol=1e-10, random_state=0,
+                retraction=retraction, line_search=ArmijoLineSearch(initial="bb"),
+                verbose=0).fit(rm)
+        values.append(m.history_["objective"][-1])
+    np.testing.assert_allclose(values, values[0], rtol=1e-5)
+
+
+def test_failed_line_search_is_a_stop_reason(planted):
+    rm, _ = planted
+    m = RGD(n_factors=3, center="none", max_iter=5, random_state=0, verbose=0,
+            line_search=ArmijoLineSearch(sufficient_decrease=0.999999, max_evaluations=2,
+                                         initial_step_size=1e3)).fit(rm)
+    assert m.stop_reason_.startswith("line search failed")
+    assert np.isfinite(m.predict(rm)).all()
+
+
+def _recovery_rmse(model, planted):
+    rm, truth = planted
+    pred = model.predict(_all_pairs(rm))
+    dense = truth.dense()[np.ix_(rm.user_ids, rm.item_ids)].ravel()
+    return float(np.sqrt(np.mean((pred - dense) ** 2)))
+
+
+RECOVERY = [
+    (RGD, {"max_iter": 100}),
+    (RAGD, {"max_iter": 100}),
+    (RSVRG, {"max_iter": 30, "batch_size": 8}),
+    (RSARAH, {"max_iter": 30, "batch_size": 8}),
+    (RSPIDER, {"max_iter": 30, "batch_size": 8}),
+]
+
+
+@pytest.mark.parametrize("cls,params", RECOVERY, ids=[c.__name__ for c, _ in RECOVERY])
+def test_recovers_planted_low_rank(planted, cls, params):
+    # noise is 0.05: the whole matrix (60% of it unseen) is recovered to below that
+    model = cls(n_factors=3, center="none", random_state=0, verbose=0, **params).fit(planted[0])
+    assert _recovery_rmse(model, planted) < 0.05, model.stop_reason_
+
+
+def test_same_seed_same_result(planted):
+    a = RSVRG(n_factors=3, max_iter=3, batch_size=8, random_state=5, verbose=0).fit(planted[0])
+    b = RSVRG(n_factors=3, max_iter=3, batch_size=8, random_state=5, verbose=0).fit(planted[0])
+    np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
+    c = RSVRG(n_factors=3, max_iter=3, batch_size=8, random_state=6, verbose=0).fit(planted[0])
+    assert not np.allclose(a.item_factors_, c.item_factors_)
