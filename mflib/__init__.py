@@ -15,6 +15,13 @@ from .solvers.baselines import (
     UserItemMean,
     UserMean,
 )
+from .solvers.riemannian import (
+    RAGD,
+    RGD,
+    RSARAH,
+    RSPIDER,
+    RSVRG,
+)
 
 __version__ = "0.1.0"
 
@@ -29,6 +36,11 @@ __all__ = [
     "ItemMean",
     "LogMetrics",
     "Popularity",
+    "RAGD",
+    "RGD",
+    "RSARAH",
+    "RSPIDER",
+    "RSVRG",
     "RatingMatrix",
     "StopFit",
     "TimeBudget",
