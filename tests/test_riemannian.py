@@ -9,15 +9,23 @@ import pytest
 
 from mflib import make_low_rank
 from mflib.solvers.riemannian import (
+    DANE,
     RAGD,
     RGD,
     RSARAH,
     RSPIDER,
     RSVRG,
     ArmijoLineSearch,
+    Catalyst,
+    EuclideanGD,
     Grassmann,
+    ProximalObjective,
     VariableProjectionProblem,
+    dane_worker_gradient,
+    partition_users,
+    solve_proximal,
 )
+from mflib.solvers.riemannian.optimizers import DaneLocalObjective
 
 LAM = 1e-2
 
@@ -189,3 +197,97 @@ def test_same_seed_same_result(planted):
     np.testing.assert_array_equal(a.item_factors_, b.item_factors_)
     c = RSVRG(n_factors=3, max_iter=3, batch_size=8, random_state=6, verbose=0).fit(planted[0])
     assert not np.allclose(a.item_factors_, c.item_factors_)
+
+
+# ------------------------------------------------------------------ Catalyst, DANE, Euclidean
+@pytest.mark.parametrize("method", ["svrg", "sarah", "spider"])
+def test_catalyst_inner_solver_decreases_proximal_objective(problem, method):
+    rng = np.random.default_rng(7)
+    manifold = problem.manifold
+    centre = manifold.random_point(rng)
+    start = manifold.retraction(centre, 0.3 * manifold.random_tangent(centre, rng))
+    kappa = 0.05
+    point, proximal, used = solve_proximal(method, problem, centre, kappa, start, 2.0, 3, 7, 8,
+                                           "uniform", rng)
+    assert used > 0
+    F_start, F_end = proximal.cost(start)[0], proximal.cost(point)[0]
+    assert F_end < F_start
+    # the minimiser of F is not the minimiser of f: the proximal term pulls towards the
+    # centre, so the solution is closer to the centre than an unregularised solve
+    free, _, _ = solve_proximal(method, problem, centre, 1e-12, start, 2.0, 3, 7, 8,
+                                "uniform", np.random.default_rng(7))
+    assert manifold.dist(point, centre) < manifold.dist(free, centre)
+
+
+def test_proximal_gradient_matches_finite_differences(problem):
+    rng = np.random.default_rng(8)
+    manifold = problem.manifold
+    centre = manifold.random_point(rng)
+    U = manifold.retraction(centre, 0.5 * manifold.random_tangent(centre, rng))
+    prox = ProximalObjective(problem, centre, 0.3)
+    g = prox.gradient(U, problem.evaluate(U))
+    xi = manifold.random_tangent(U, rng)
+    h = 1e-5
+    fd = (prox.cost(manifold.exp(U, h * xi))[0] - prox.cost(manifold.exp(U, -h * xi))[0]) / (2 * h)
+    assert np.vdot(g, xi) == pytest.approx(fd, rel=1e-6)
+
+
+def test_dane_local_objective_gradient_and_correction(problem):
+    rng = np.random.default_rng(9)
+    manifold = problem.manifold
+    U = manifold.random_point(rng)
+    blocks = partition_users(problem.user_counts, 3)
+    assert sum(len(b) for b in blocks) == problem.n_users
+    parts = [problem.restrict(b) for b in blocks]
+    shares = [dane_worker_gradient(p, U) for p in parts]
+    g = sum(s[1] for s in shares)
+    np.testing.assert_allclose(g, problem.riemannian_gradient(U), atol=1e-12)
+    assert sum(s[0] for s in shares) == pytest.approx(problem.evaluate(U).value, rel=1e-12)
+    obj = DaneLocalObjective(parts[0], U, 3 * shares[0][1] - g, 0.7, 3)
+    # DANE's correction: the local problem has the global gradient at the centre
+    np.testing.assert_allclose(obj.gradient(U, parts[0].evaluate(U)), g, atol=1e-12)
+    V = manifold.retraction(U, 0.4 * manifold.random_tangent(U, rng))
+    gv = obj.gradient(V, parts[0].evaluate(V))
+    xi = manifold.random_tangent(V, rng)
+    h = 1e-5
+    fd = (obj.cost(manifold.exp(V, h * xi))[0] - obj.cost(manifold.exp(V, -h * xi))[0]) / (2 * h)
+    assert np.vdot(gv, xi) == pytest.approx(fd, rel=1e-6)
+
+
+def test_dane_with_one_worker_equals_its_local_solver(planted):
+    rm, _ = planted
+    dane = DANE(n_factors=3, center="none", n_workers=1, mu=0.0, local_steps=4, max_iter=1,
+                random_state=3, verbose=0).fit(rm)
+    rgd = RGD(n_factors=3, center="none", max_iter=4, random_state=3, verbose=0).fit(rm)
+    assert Grassmann(rm.n_items, 3).same_subspace(dane.item_factors_, rgd.item_factors_,
+                                                  atol=1e-9)
+    np.testing.assert_allclose(dane.predict(rm), rgd.predict(rm), atol=1e-8)
+
+
+def test_euclidean_gradient_of_full_objective(planted):
+    rm, _ = planted
+    model = EuclideanGD(n_factors=3, max_iter=1, random_state=0, verbose=0)
+    state = model._init_state(rm)
+    rng = np.random.default_rng(10)
+    x = np.concatenate([state.item_factors.ravel(), state.user_factors.ravel(),
+                        state.user_bias, state.item_bias])
+    d = rng.standard_normal(x.size)
+    h = 1e-6
+    fd = (model._value(x + h * d)[0] - model._value(x - h * d)[0]) / (2 * h)
+    assert np.vdot(model._value_and_gradient(x)[1], d) == pytest.approx(fd, rel=1e-6)
+
+
+MORE = [
+    (Catalyst, {"max_iter": 10, "batch_size": 8}),
+    (Catalyst, {"max_iter": 10, "batch_size": 8, "inner_solver": "spider"}),
+    (DANE, {"max_iter": 15, "n_workers": 3}),
+    (EuclideanGD, {"max_iter": 300}),
+]
+
+
+@pytest.mark.parametrize("cls,params", MORE, ids=["catalyst", "catalyst-spider", "dane",
+                                                  "euclidean"])
+def test_more_optimisers_recover_planted_low_rank(planted, cls, params):
+    model = cls(n_factors=3, center="none", random_state=0, verbose=0, **params).fit(planted[0])
+    assert _recovery_rmse(model, planted) < 0.05, model.stop_reason_
+    assert model.history_["objective"][-1] < 0.02 * model.history_["objective"][0]

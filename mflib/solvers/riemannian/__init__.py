@@ -8,18 +8,42 @@ apart, so each can be swapped or tested on its own.
 from .completion import Evaluation, VariableProjectionProblem
 from .line_search import ArmijoLineSearch, LineSearchFailed, barzilai_borwein_step
 from .manifolds import Grassmann
-from .optimizers import RAGD, RGD, RSARAH, RSPIDER, RSVRG
+from .optimizers import (
+    DANE,
+    RAGD,
+    RGD,
+    RSARAH,
+    RSPIDER,
+    RSVRG,
+    Catalyst,
+    EuclideanGD,
+    ProximalObjective,
+    dane_worker_gradient,
+    dane_worker_solve,
+    partition_users,
+    solve_proximal,
+    variance_reduced_epoch,
+)
 
 __all__ = [
+    "DANE",
     "RAGD",
     "RGD",
     "RSARAH",
     "RSPIDER",
     "RSVRG",
     "ArmijoLineSearch",
+    "Catalyst",
+    "EuclideanGD",
+    "ProximalObjective",
     "Evaluation",
     "Grassmann",
     "LineSearchFailed",
     "VariableProjectionProblem",
     "barzilai_borwein_step",
+    "dane_worker_gradient",
+    "dane_worker_solve",
+    "partition_users",
+    "solve_proximal",
+    "variance_reduced_epoch",
 ]

@@ -27,6 +27,7 @@ import scipy.sparse.linalg as spla
 
 from ...base import FactorizationEstimator, FactorState
 from ...fitting import StopFit
+from ...kernels import pair_dots
 from ...validation import (
     check_choice,
     check_nonnegative,
@@ -35,7 +36,7 @@ from ...validation import (
     check_random_state,
 )
 from ..baselines import BiasBaseline
-from .completion import SAMPLINGS, VariableProjectionProblem
+from .completion import SAMPLINGS, Evaluation, VariableProjectionProblem
 from .line_search import ArmijoLineSearch, barzilai_borwein_step
 from .manifolds import RETRACTIONS, Grassmann
 
@@ -644,3 +645,352 @@ class RSPIDER(_VarianceReduced):
         super()._check_params()
         if self.max_step_length is not None:
             check_positive(self.max_step_length, "max_step_length")
+
+
+class Catalyst(_GrassmannEstimator):
+    __doc__ = """Catalyst for non-convex problems (Paquette et al. 2018, "4WD-Catalyst"),
+    on the manifold, with a variance-reduced inner solver.
+
+    Outer step k from ``x`` (current iterate), ``v`` (extrapolation point), ``alpha``:
+
+    1. proximal-point step: ``xbar ~ argmin F_kappa = f + kappa/2 dist^2(., x)`` from
+       ``x``; while ``F_kappa(xbar) > f(x)`` (no descent) or ``|grad F_kappa(xbar)| >
+       kappa dist(xbar, x)`` (not stationary enough), double ``kappa`` and solve again
+       (at most ``max_doublings`` times);
+    2. extrapolated step: ``y = Exp_x(alpha Log_x(v))``, ``xtilde ~ argmin f +
+       kappa_cvx/2 dist^2(., y)`` from ``y``;
+    3. ``v = Exp_x(Log_x(xtilde) / alpha)``, ``alpha <- (sqrt(alpha^4 + 4 alpha^2) -
+       alpha^2) / 2``;
+    4. the better of ``xbar`` and ``xtilde`` (smaller f) becomes ``x``.
+
+    The inner solver (``inner_solver`` epochs of R-SVRG/SARAH/SPIDER) minimises the
+    proximal objective, not f: the exact gradient of the proximal term is added to
+    every stochastic gradient, with the step ``1 / (1/learning_rate + kappa)``.
+
+    Parameters
+    ----------""" + _COMMON_DOC + _VR_DOC + """    inner_solver : {"svrg", "sarah", "spider"}
+        Default "svrg".
+    inner_epochs : int, default 1
+        Epochs of the inner solver per proximal subproblem.
+    kappa : float, default 0.1
+        Initial kappa of the proximal-point step (doubled adaptively, kept afterwards).
+    kappa_cvx : float, default 0.1
+        Kappa of the extrapolated step.
+    max_doublings : int, default 10
+    """
+
+    def __init__(self, n_factors=10, regularization=1e-2, bias_regularization=10.0,
+                 center="bias", init="random", retraction="qr", inner_solver="svrg",
+                 inner_epochs=1, kappa=0.1, kappa_cvx=0.1, max_doublings=10,
+                 learning_rate="auto", batch_size=64, inner_steps=None, sampling="uniform",
+                 max_iter=20, tol=1e-7, random_state=None, verbose=1, callbacks=None):
+        _vr_init(self, n_factors, regularization, bias_regularization, center, init,
+                 retraction, learning_rate, batch_size, inner_steps, sampling, max_iter, tol,
+                 random_state, verbose, callbacks)
+        self.inner_solver = inner_solver
+        self.inner_epochs = inner_epochs
+        self.kappa = kappa
+        self.kappa_cvx = kappa_cvx
+        self.max_doublings = max_doublings
+
+    _contract_params = {"n_factors": 2, "max_iter": 2, "random_state": 0, "max_doublings": 2}
+
+    def _check_params(self):
+        _VarianceReduced._check_params(self)
+        check_choice(self.inner_solver, "inner_solver", INNER_SOLVERS)
+        check_positive_int(self.inner_epochs, "inner_epochs")
+        check_positive(self.kappa, "kappa")
+        check_positive(self.kappa_cvx, "kappa_cvx")
+        check_positive_int(self.max_doublings, "max_doublings", minimum=0)
+
+    _inner_steps = _VarianceReduced._inner_steps
+
+    def _setup(self, state):
+        state.step_size = self._auto_learning_rate(state)
+        state.extra.update(v=state.item_factors.copy(), alpha=1.0, kappa=float(self.kappa),
+                           doublings=0)
+
+    def _prox(self, centre, kappa, start, state):
+        lr = 1.0 / (1.0 / state.step_size + kappa)
+        point, proximal, used = solve_proximal(
+            self.inner_solver, self._problem, centre, kappa, start, lr, self.inner_epochs,
+            self._inner_steps(), self.batch_size, self.sampling, self._rng, self.retraction)
+        ev = self._problem.evaluate(point)
+        grad_f = self._problem.riemannian_gradient(point, ev)
+        grad_prox = grad_f + proximal.proximal_gradient(point)
+        state.user_gradients += used + self._problem.n_active_users
+        return point, ev, grad_f, ev.value + proximal.proximal_term(point), grad_prox
+
+    def _step(self, state, train):
+        manifold = self._problem.manifold
+        x, f_x = state.item_factors, state.value
+        kappa, doublings = state.extra["kappa"], 0
+        while True:  # 1. proximal point with adaptive kappa
+            xbar, ev_bar, g_bar, F_bar, G_bar = self._prox(x, kappa, x, state)
+            descent = F_bar <= f_x
+            stationary = np.linalg.norm(G_bar) <= kappa * manifold.dist(xbar, x)
+            if (descent and stationary) or doublings >= self.max_doublings:
+                break
+            kappa, doublings = 2.0 * kappa, doublings + 1
+        # 2. extrapolated proximal step around y
+        alpha, v = state.extra["alpha"], state.extra["v"]
+        y = manifold.exp(x, alpha * manifold.log(x, v))
+        xtil, ev_til, g_til, _, _ = self._prox(y, self.kappa_cvx, y, state)
+        # 3. momentum point and alpha
+        state.extra["v"] = manifold.exp(x, manifold.log(x, xtil) / alpha)
+        state.extra["alpha"] = 0.5 * (np.sqrt(alpha ** 4 + 4 * alpha ** 2) - alpha ** 2)
+        state.extra["kappa"] = kappa
+        state.extra["doublings"] += doublings
+        # 4. keep the better iterate
+        point, ev, grad = (xbar, ev_bar, g_bar) if ev_bar.value <= ev_til.value else \
+            (xtil, ev_til, g_til)
+        metrics = self._accept(state, point, ev, grad)
+        return {**metrics, "kappa": kappa, "doublings": doublings,
+                "conditions_met": bool(descent and stationary),
+                "extrapolated_kept": bool(point is xtil)}
+
+
+# ====================================================================== DANE
+def partition_users(user_counts, n_workers) -> list[np.ndarray]:
+    """Split users into ``n_workers`` contiguous blocks with about equal rating counts."""
+    check_positive_int(n_workers, "n_workers")
+    cum = np.cumsum(user_counts)
+    cuts = np.searchsorted(cum, cum[-1] * np.arange(1, n_workers) / n_workers)
+    return [b for b in np.split(np.arange(len(user_counts)), cuts)]
+
+
+def dane_worker_gradient(part: VariableProjectionProblem, U):
+    """A worker's share: ``(f_j(U), grad f_j(U), evaluation)``; f and its gradient
+    are the sums of these over workers (an all-reduce under MPI)."""
+    ev = part.evaluate(U)
+    return ev.value, part.riemannian_gradient(U, ev), ev
+
+
+def dane_worker_solve(part, U, local_gradient, global_gradient, mu, n_workers, local_steps,
+                      line_search, retraction=None, previous_step=None):
+    """A worker's DANE subproblem: ``local_steps`` Armijo RGD steps on
+    :class:`DaneLocalObjective` from ``U``; returns ``(V_j, step, n_evaluations)``."""
+    correction = n_workers * local_gradient - global_gradient
+    objective = DaneLocalObjective(part, U, correction, mu, n_workers)
+    return gradient_descent(objective, part.manifold, U, local_steps, line_search, retraction,
+                            previous_step)
+
+
+def _allreduce_sum(arrays):
+    """Sum over workers (in-process here; ``comm.allreduce`` under MPI)."""
+    return sum(arrays[1:], arrays[0])
+
+
+class DANE(_GrassmannEstimator):
+    __doc__ = """DANE (Shamir, Srebro & Zhang 2014) on the Grassmann manifold, users
+    partitioned across ``n_workers`` workers (simulated in one process; the worker
+    functions :func:`dane_worker_gradient` and :func:`dane_worker_solve` only exchange
+    sums of arrays, so they run unchanged under MPI).
+
+    Round: global gradient ``g = sum_j grad f_j(U)``; each worker runs ``local_steps``
+    Armijo RGD steps on its corrected local problem (see :class:`DaneLocalObjective`);
+    the new point is the tangent-space average ``Exp_U(mean_j Log_U(V_j))`` (one
+    Karcher-mean step).
+
+    Parameters
+    ----------""" + _COMMON_DOC + """    n_workers : int, default 4
+    mu : float, default 0.1
+        Weight of the proximity term ``mu/2 (k - |U^T V|^2)`` of the local problems.
+    local_steps : int, default 5
+    line_search : ArmijoLineSearch, optional
+    """
+
+    def __init__(self, n_factors=10, regularization=1e-2, bias_regularization=10.0,
+                 center="bias", init="random", retraction="qr", n_workers=4, mu=0.1,
+                 local_steps=5, line_search=None, max_iter=30, tol=1e-7, random_state=None,
+                 verbose=1, callbacks=None):
+        self.n_factors = n_factors
+        self.regularization = regularization
+        self.bias_regularization = bias_regularization
+        self.center = center
+        self.init = init
+        self.retraction = retraction
+        self.n_workers = n_workers
+        self.mu = mu
+        self.local_steps = local_steps
+        self.line_search = line_search
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def _check_params(self):
+        check_positive_int(self.n_workers, "n_workers")
+        check_nonnegative(self.mu, "mu")
+        check_positive_int(self.local_steps, "local_steps")
+
+    def _setup(self, state):
+        problem = self._problem
+        blocks = partition_users(problem.user_counts, self.n_workers)
+        self._workers = [(users, problem.restrict(users)) for users in blocks]
+        state.extra["steps"] = np.full(self.n_workers, np.nan)
+
+    def _step(self, state, train):
+        U, manifold, ls = state.item_factors, self._problem.manifold, self._line_search()
+        shares = [dane_worker_gradient(part, U) for _, part in self._workers]
+        global_gradient = _allreduce_sum([g for _, g, _ in shares])
+        logs, evals = [], 0
+        for j, ((_, part), (_, g_j, _)) in enumerate(zip(self._workers, shares, strict=True)):
+            prev = state.extra["steps"][j]
+            V, step, n = dane_worker_solve(part, U, g_j, global_gradient, self.mu,
+                                           self.n_workers, self.local_steps, ls,
+                                           self.retraction, None if np.isnan(prev) else prev)
+            state.extra["steps"][j] = np.nan if step is None else step
+            logs.append(manifold.log(U, V))
+            evals += n * part.n_active_users
+        U_new = manifold.exp(U, _allreduce_sum(logs) / self.n_workers)
+        # the objective and user factors at U_new, assembled from the workers' shares
+        shares = [dane_worker_gradient(part, U_new) for _, part in self._workers]
+        W = np.zeros_like(state.user_factors)
+        residuals = []
+        for (users, _), (_, _, ev) in zip(self._workers, shares, strict=True):
+            W[users] = ev.user_factors
+            residuals.append(ev.residuals)
+        ev = Evaluation(sum(v for v, _, _ in shares), W, np.concatenate(residuals))
+        state.user_gradients += evals + 2 * self._problem.n_active_users
+        metrics = self._accept(state, U_new, ev, _allreduce_sum([g for _, g, _ in shares]))
+        return {**metrics, "consensus": float(np.sqrt(np.mean([np.sum(lg ** 2)
+                                                               for lg in logs])))}
+
+    def _finalize(self, state):
+        super()._finalize(state)
+        del self._workers
+
+
+# ====================================================================== Euclidean GD
+@dataclass
+class EuclideanState(FactorState):
+    value: float = np.nan
+    gradient: object = None
+    step_size: float | None = None
+
+
+class _Euclidean:
+    """R^d with the identity retraction (so the Armijo search works unchanged)."""
+
+    @staticmethod
+    def retraction(point, vector, method=None):
+        return point + vector
+
+    @staticmethod
+    def norm(point, vector):
+        return float(np.linalg.norm(vector))
+
+
+class EuclideanGD(_GrassmannEstimator):
+    __doc__ = """Plain gradient descent on all of ``(U, W, b, c)`` with Armijo steps:
+
+    ``E = 1/(2N) [ sum_Omega (r - mu - b_u - c_i - w_u . U_i)^2
+    + lam^2 (|U|^2 + |W|^2 + |b|^2 + |c|^2) ]``
+
+    (``mu`` fixed at the centring mean; biases start from the centring baseline, U
+    from the chosen init, W from its exact ridge solution). A baseline for the
+    manifold methods: same factorisation, no elimination of W, no geometry.
+
+    Parameters
+    ----------""" + _COMMON_DOC + """    line_search : ArmijoLineSearch, optional
+    """
+
+    def __init__(self, n_factors=10, regularization=1e-2, bias_regularization=10.0,
+                 center="bias", init="random", line_search=None, max_iter=200, tol=1e-7,
+                 random_state=None, verbose=1, callbacks=None):
+        self.n_factors = n_factors
+        self.regularization = regularization
+        self.bias_regularization = bias_regularization
+        self.center = center
+        self.init = init
+        self.line_search = line_search
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    retraction = "qr"  # the shared checks expect it; unused by Euclidean steps
+
+    def _init_state(self, train):
+        self._check_common(train)
+        rng = check_random_state(self.random_state)
+        mu, b, c, matrix = self._centre(train)
+        self._problem = VariableProjectionProblem(
+            matrix, self.regularization, Grassmann(train.n_items, self.n_factors))
+        U = self._initial_point(self._problem.manifold, matrix, rng)
+        W = self._problem.solve_user_factors(U)
+        # ratings relative to mu only: the biases are variables here
+        data = matrix.data + b[np.repeat(np.arange(train.n_users), np.diff(matrix.indptr))] \
+            + c[matrix.indices]
+        self._ratings = sp.csr_matrix((data, matrix.indices, matrix.indptr), shape=matrix.shape)
+        self._shapes = [(train.n_items, self.n_factors), (train.n_users, self.n_factors),
+                        (train.n_users,), (train.n_items,)]
+        x = np.concatenate([U.ravel(), W.ravel(), b, c])
+        value, grad = self._value_and_gradient(x)
+        state = EuclideanState(mu, None, None, None, None, value, grad)
+        self._unpack_into(state, x)
+        return state
+
+    def _split(self, x):
+        out, start = [], 0
+        for shape in self._shapes:
+            size = int(np.prod(shape))
+            out.append(x[start:start + size].reshape(shape))
+            start += size
+        return out
+
+    def _unpack_into(self, state, x):
+        U, W, b, c = self._split(x)
+        state.item_factors, state.user_factors, state.user_bias, state.item_bias = U, W, b, c
+
+    def _residuals(self, x):
+        U, W, b, c = self._split(x)
+        p = self._problem
+        return self._ratings.data - b[p._rows] - c[p._indices] - pair_dots_rows(W, U, p)
+
+    def _value(self, x):
+        e = self._residuals(x)
+        return 0.5 * (e @ e + self._problem.ridge * (x @ x)) / self._problem.nnz, e
+
+    def _value_and_gradient(self, x):
+        value, e = self._value(x)
+        return value, self._gradient(x, e)
+
+    def _gradient(self, x, e):
+        U, W, b, c = self._split(x)
+        p, lam2 = self._problem, self._problem.ridge
+        E = sp.csr_matrix((e, self._ratings.indices, self._ratings.indptr),
+                          shape=self._ratings.shape)
+        parts = [-(E.T @ W) + lam2 * U, -(E @ U) + lam2 * W,
+                 -np.asarray(E.sum(axis=1)).ravel() + lam2 * b,
+                 -np.asarray(E.sum(axis=0)).ravel() + lam2 * c]
+        return np.concatenate([q.ravel() for q in parts]) / p.nnz
+
+    def _step(self, state, train):
+        x = np.concatenate([state.item_factors.ravel(), state.user_factors.ravel(),
+                            state.user_bias, state.item_bias])
+        ls = self._line_search()
+        g = state.gradient
+        g_norm = float(np.linalg.norm(g))
+        if g_norm == 0.0:
+            return {"objective": state.value, "grad_norm": 0.0, "converged": True}
+        res = ls.search(self._value, _Euclidean, x, -g, state.value, -g_norm ** 2,
+                        ls.initial_step(state.step_size, g_norm))
+        state.value, state.step_size = res.value, res.step
+        state.gradient = self._gradient(res.point, res.payload)
+        self._unpack_into(state, res.point)
+        return {"objective": res.value, "grad_norm": float(np.linalg.norm(state.gradient)),
+                "step_size": res.step, "evaluations": res.n_evaluations}
+
+    def _finalize(self, state):
+        state.gradient = None
+        FactorizationEstimator._finalize(self, state)
+        del self._problem, self._ratings, self._shapes
+
+
+def pair_dots_rows(W, U, problem):
+    """``w_u . U_i`` for every stored rating of ``problem`` (CSR order)."""
+    return pair_dots(W, U, problem._rows, problem._indices)
