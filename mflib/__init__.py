@@ -16,19 +16,25 @@ from .solvers.baselines import (
     UserMean,
 )
 from .solvers.riemannian import (
+    DANE,
     RAGD,
     RGD,
     RSARAH,
     RSPIDER,
     RSVRG,
+    Catalyst,
+    EuclideanGD,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BiasBaseline",
+    "Catalyst",
     "ConvergenceWarning",
+    "DANE",
     "EarlyStopping",
+    "EuclideanGD",
     "FactorState",
     "FactorizationEstimator",
     "GlobalMean",
