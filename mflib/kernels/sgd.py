@@ -75,37 +75,83 @@ def sgd_epoch_hogwild(users, items, ratings, order, mu, user_bias, item_bias, P,
                         learning_rate, regularization)
 
 
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
+def _residual_at(users, items, ratings, mu, user_bias, item_bias, P, Q, out, j):
+    u = users[j]
+    i = items[j]
+    p_u = P[u]
+    q_i = Q[i]
+    dot = 0.0
+    for f in range(p_u.shape[0]):
+        dot += p_u[f] * q_i[f]
+    out[j] = ratings[j] - (mu + user_bias[u] + item_bias[i] + dot)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _residuals_serial(users, items, ratings, mu, user_bias, item_bias, P, Q, out):
+    for j in range(ratings.shape[0]):
+        _residual_at(users, items, ratings, mu, user_bias, item_bias, P, Q, out, j)
+
+
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
-def residuals(users, items, ratings, mu, user_bias, item_bias, P, Q, out):
-    """``out[j] = r_j - r_hat_j`` (float64) for every rating."""
+def _residuals_parallel(users, items, ratings, mu, user_bias, item_bias, P, Q, out):
     for j in numba.prange(ratings.shape[0]):
-        u = users[j]
-        i = items[j]
-        p_u = P[u]
-        q_i = Q[i]
-        dot = 0.0
-        for f in range(p_u.shape[0]):
-            dot += p_u[f] * q_i[f]
-        out[j] = ratings[j] - (mu + user_bias[u] + item_bias[i] + dot)
+        _residual_at(users, items, ratings, mu, user_bias, item_bias, P, Q, out, j)
 
 
-@numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
+#: below this many ratings, thread start-up costs more than it saves
+PARALLEL_MIN_RATINGS = 1 << 20
+
+
+def residuals(users, items, ratings, mu, user_bias, item_bias, P, Q, out):
+    """``out[j] = r_j - r_hat_j`` (float64) for every rating (threads for large inputs)."""
+    big = ratings.shape[0] >= PARALLEL_MIN_RATINGS
+    kernel = _residuals_parallel if big else _residuals_serial
+    kernel(users, items, ratings, mu, user_bias, item_bias, P, Q, out)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
 def _weighted_square_norms(bias, F, counts):
     """``sum_r counts[r] * (bias[r]^2 + |F[r]|^2)`` in float64."""
     total = 0.0
-    k = F.shape[1]
-    for r in numba.prange(F.shape[0]):
+    for r in range(F.shape[0]):
+        f_r = F[r]
         s = float(bias[r]) * float(bias[r])
-        for f in range(k):
-            s += float(F[r, f]) * float(F[r, f])
+        for f in range(f_r.shape[0]):
+            s += float(f_r[f]) * float(f_r[f])
         total += counts[r] * s
+    return total
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def residual_products(users, items, resid, P, Q, sum_user, sum_item, EQ, EtP):
+    """Data part of the full gradient, accumulated into zeroed float64 outputs:
+    ``sum_user[u] = sum_i e_ui``, ``EQ[u] = sum_i e_ui q_i`` (and symmetrically for items),
+    i.e. ``E 1``, ``E^T 1``, ``E Q`` and ``E^T P`` for the sparse residual matrix E."""
+    for j in range(resid.shape[0]):
+        u = users[j]
+        i = items[j]
+        e = resid[j]
+        sum_user[u] += e
+        sum_item[i] += e
+        p_u, q_i, eq_u, ep_i = P[u], Q[i], EQ[u], EtP[i]
+        for f in range(p_u.shape[0]):
+            eq_u[f] += e * q_i[f]
+            ep_i[f] += e * p_u[f]
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _sum_squares(x):
+    total = 0.0
+    for j in range(x.shape[0]):
+        total += x[j] * x[j]
     return total
 
 
 def mean_loss(resid, user_bias, item_bias, P, Q, user_counts, item_counts, regularization):
     """The objective ``(1/N) sum_j l_j`` from the residuals of all N ratings (float64)."""
     n = resid.shape[0]
-    sse = float(np.dot(resid, resid))
+    sse = _sum_squares(resid)  # not np.dot: waking BLAS threads costs ms on a busy machine
     penalty = (_weighted_square_norms(user_bias, P, user_counts)
                + _weighted_square_norms(item_bias, Q, item_counts))
     return 0.5 * (sse + regularization * penalty) / n

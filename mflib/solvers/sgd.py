@@ -20,7 +20,6 @@ import time
 
 import numba
 import numpy as np
-import scipy.sparse as sp
 
 from ..base import FactorizationEstimator, FactorState
 from ..fitting import StopFit
@@ -62,21 +61,13 @@ class _Workspace:
     user_counts: np.ndarray
     item_counts: np.ndarray
     residuals: np.ndarray  # float64, one per rating
-    csr_order: np.ndarray  # rating index of each stored entry of the user x item CSR matrix
-    csr_indices: np.ndarray
-    csr_indptr: np.ndarray
     extra: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(cls, train):
-        users = train.users.astype(np.int64)
-        items = train.items.astype(np.int64)
-        order = np.lexsort((items, users))
-        indptr = np.zeros(train.n_users + 1, dtype=np.int64)
-        np.cumsum(np.bincount(users, minlength=train.n_users), out=indptr[1:])
-        return cls(users, items, train.ratings, train.user_counts().astype(np.float64),
-                   train.item_counts().astype(np.float64), np.empty(train.nnz),
-                   order, items[order], indptr)
+        return cls(train.users.astype(np.int64), train.items.astype(np.int64), train.ratings,
+                   train.user_counts().astype(np.float64),
+                   train.item_counts().astype(np.float64), np.empty(train.nnz))
 
 
 @dataclasses.dataclass
@@ -115,7 +106,8 @@ def objective(state: StochasticState, regularization: float, resid: np.ndarray) 
 
 
 def full_gradient(state: StochasticState, regularization: float, resid: np.ndarray):
-    """Gradient of f at ``state`` from its residuals, vectorised (one sparse product per side).
+    """Gradient of f at ``state`` from its residuals ``e``: ``g_b = (lam n_u b_u - E 1) / N``,
+    ``g_P = (lam n_u P - E Q) / N`` and symmetrically for items (E: the sparse residuals).
 
     Returns
     -------
@@ -125,19 +117,19 @@ def full_gradient(state: StochasticState, regularization: float, resid: np.ndarr
     ws = state.workspace
     n = resid.shape[0]
     lam = regularization
-    E = sp.csr_matrix((resid[ws.csr_order], ws.csr_indices, ws.csr_indptr),
-                      shape=(len(ws.user_counts), len(ws.item_counts)))
-    P = state.user_factors.astype(np.float64, copy=False)
-    Q = state.item_factors.astype(np.float64, copy=False)
-    g_bu = (lam * ws.user_counts * state.user_bias - np.asarray(E.sum(axis=1)).ravel()) / n
-    g_bi = (lam * ws.item_counts * state.item_bias - np.asarray(E.sum(axis=0)).ravel()) / n
-    g_P = (lam * ws.user_counts[:, None] * P - E @ Q) / n
-    g_Q = (lam * ws.item_counts[:, None] * Q - E.T @ P) / n
+    P, Q = state.user_factors, state.item_factors
+    e_sum_user, e_sum_item = np.zeros(P.shape[0]), np.zeros(Q.shape[0])
+    EQ, EtP = np.zeros(P.shape), np.zeros(Q.shape)
+    kernels.residual_products(ws.users, ws.items, resid, P, Q, e_sum_user, e_sum_item, EQ, EtP)
+    g_bu = (lam * ws.user_counts * state.user_bias - e_sum_user) / n
+    g_bi = (lam * ws.item_counts * state.item_bias - e_sum_item) / n
+    g_P = (lam * ws.user_counts[:, None] * P - EQ) / n
+    g_Q = (lam * ws.item_counts[:, None] * Q - EtP) / n
     return g_bu, g_bi, g_P, g_Q
 
 
 def _norm(parts) -> float:
-    return float(math.sqrt(sum(float(np.vdot(g, g)) for g in parts)))
+    return float(math.sqrt(sum(float(np.square(g).sum()) for g in parts)))
 
 
 class _StochasticMF(FactorizationEstimator):
