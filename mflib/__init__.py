@@ -25,6 +25,7 @@ from .solvers.riemannian import (
     Catalyst,
     EuclideanGD,
 )
+from .solvers.soft_impute import SoftImpute, SoftImputeALS, soft_impute_path
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,8 @@ __all__ = [
     "RSPIDER",
     "RSVRG",
     "RatingMatrix",
+    "SoftImpute",
+    "SoftImputeALS",
     "StopFit",
     "TimeBudget",
     "UserItemMean",
@@ -57,4 +60,5 @@ __all__ = [
     "make_low_rank",
     "make_split",
     "run_loop",
+    "soft_impute_path",
 ]

@@ -1,0 +1,160 @@
+"""Sparse-plus-low-rank matrices, the workhorse of SoftImpute.
+
+SoftImpute needs products with ``M = P_Omega(X - Z) + Z`` where ``Z = U diag(s) V^T``
+is low rank and ``P_Omega`` keeps the observed cells. ``M`` is dense in general, but it
+is a sparse matrix ``S`` (the residuals on the observed cells, with the sparsity
+pattern of ``X``) plus a low-rank one, so
+
+    M @ W   = S @ W   + U (s * (V^T W))        (n_users x k, no dense n_users x n_items)
+    M^T @ Q = S^T @ Q + V (s * (U^T Q))
+
+costs ``O(nnz k + (n_users + n_items) r k)``. The residuals themselves need ``Z`` only
+on the observed cells: ``z_ui = (U[u] * s) . V[i]``, one :func:`pair_dots` call.
+
+Every function takes NumPy arrays with SciPy sparse matrices, or CuPy arrays with
+``cupyx.scipy.sparse`` matrices (the GPU path); the array module is inferred from
+the arguments.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import LinearOperator
+
+from .pairs import pair_dots
+
+_GPU_CHUNK = 1 << 21
+
+
+def array_module(array):
+    """``numpy`` or ``cupy``, whichever ``array`` belongs to."""
+    if isinstance(array, np.ndarray):
+        return np
+    return __import__(type(array).__module__.split(".")[0])
+
+
+def low_rank_on_pairs(left, right, users, items):
+    """``out[n] = left[users[n]] . right[items[n]]``: a low-rank matrix on given cells.
+
+    Parameters
+    ----------
+    left : array of shape (n_users, r)
+        Usually ``U * s``.
+    right : array of shape (n_items, r)
+    users, items : int arrays of shape (n,)
+        On the same device as ``left``.
+
+    Returns
+    -------
+    array of shape (n,), float64 on the CPU, ``left.dtype`` on the GPU
+    """
+    xp = array_module(left)
+    if xp is np:
+        return pair_dots(left, right, users, items)
+    out = xp.empty(users.shape[0], dtype=left.dtype)
+    if left.shape[1] == 0:
+        out[:] = 0
+        return out
+    # chunks bound the (chunk, r) temporaries on the device
+    for start in range(0, users.shape[0], _GPU_CHUNK):
+        stop = start + _GPU_CHUNK
+        out[start:stop] = (left[users[start:stop]] * right[items[start:stop]]).sum(axis=1)
+    return out
+
+
+def residual_matrix(pattern, observed, users, items, U, s, V):
+    """``S = P_Omega(X - U diag(s) V^T)`` as a sparse matrix with ``pattern``'s structure.
+
+    Parameters
+    ----------
+    pattern : CSR matrix of shape (n_users, n_items)
+        Its structure must list the observed cells in the order of ``users``/``items``
+        (as :func:`observed_pattern` builds it); its values are replaced, not read.
+    observed : array of shape (nnz,)
+        ``X`` on the observed cells, in the same order.
+    users, items : int arrays of shape (nnz,)
+    U : array of shape (n_users, r); s : array of shape (r,); V : array of shape (n_items, r)
+
+    Returns
+    -------
+    (S, residuals): the CSR matrix (sharing ``pattern``'s index arrays) and its values.
+    """
+    residuals = observed - low_rank_on_pairs(U * s, V, users, items)
+    return with_values(pattern, residuals), residuals
+
+
+def with_values(pattern, data):
+    """A CSR matrix with ``pattern``'s index arrays (shared, not copied) and ``data``."""
+    if isinstance(pattern, sp.csr_matrix):
+        return sp.csr_matrix((data, pattern.indices, pattern.indptr), shape=pattern.shape,
+                             copy=False)
+    import cupyx.scipy.sparse as csp  # noqa: PLC0415
+
+    return csp.csr_matrix((data, pattern.indices, pattern.indptr), shape=pattern.shape)
+
+
+def observed_pattern(users, items, shape, xp=np):
+    """CSR structure of the observed cells, rows sorted by (user, item).
+
+    Returns ``(pattern, order)``: reorder the ratings (and ``users``/``items``) with
+    ``order`` so that entry ``n`` of the data arrays is ``pattern``'s ``n``-th stored value.
+    """
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    order = np.lexsort((items, users))
+    indptr = np.zeros(shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(users, minlength=shape[0]), out=indptr[1:])
+    index_dtype = np.int32 if max(shape) < 2**31 and len(users) < 2**31 else np.int64
+    indices = items[order].astype(index_dtype)
+    indptr = indptr.astype(index_dtype)
+    data = np.zeros(len(users))
+    if xp is np:
+        return sp.csr_matrix((data, indices, indptr), shape=shape), order
+    import cupyx.scipy.sparse as csp  # noqa: PLC0415
+
+    return csp.csr_matrix((xp.asarray(data), xp.asarray(indices), xp.asarray(indptr)),
+                          shape=shape), order
+
+
+def splr_matmat(S, U, s, V, W):
+    """``(S + U diag(s) V^T) @ W`` for ``W`` of shape (n_items, k): shape (n_users, k)."""
+    out = S @ W
+    if s.shape[0]:
+        out += U @ (s[:, None] * (V.T @ W))
+    return out
+
+
+def splr_rmatmat(S, U, s, V, Q):
+    """``(S + U diag(s) V^T)^T @ Q`` for ``Q`` of shape (n_users, k): shape (n_items, k)."""
+    out = S.T @ Q
+    if s.shape[0]:
+        out += V @ (s[:, None] * (U.T @ Q))
+    return out
+
+
+def sparse_plus_low_rank(S, U, s, V) -> LinearOperator:
+    """``S + U diag(s) V^T`` as a :class:`scipy.sparse.linalg.LinearOperator` (CPU).
+
+    Parameters
+    ----------
+    S : sparse matrix of shape (n_users, n_items)
+    U : ndarray of shape (n_users, r); s : ndarray of shape (r,); V : ndarray (n_items, r)
+
+    Usable wherever SciPy takes an operator (``svds``, ``aslinearoperator`` algebra).
+    """
+
+    def matvec(x):
+        return splr_matmat(S, U, s, V, np.asarray(x).reshape(-1, 1)).ravel()
+
+    def rmatvec(y):
+        return splr_rmatmat(S, U, s, V, np.asarray(y).reshape(-1, 1)).ravel()
+
+    return LinearOperator(
+        S.shape,
+        matvec=matvec,
+        rmatvec=rmatvec,
+        matmat=lambda W: splr_matmat(S, U, s, V, np.asarray(W)),
+        rmatmat=lambda Q: splr_rmatmat(S, U, s, V, np.asarray(Q)),
+        dtype=np.float64,
+    )

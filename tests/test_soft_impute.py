@@ -1,0 +1,309 @@
+"""SoftImpute, softImpute-ALS and the lambda path, checked against the mathematics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from mflib import BiasBaseline, SoftImpute, SoftImputeALS, make_low_rank, make_split
+from mflib.backend import DeviceError, gpu_available, gpu_unavailable_reason
+from mflib.kernels.lowrank import (
+    low_rank_on_pairs,
+    observed_pattern,
+    residual_matrix,
+    sparse_plus_low_rank,
+)
+from mflib.solvers.soft_impute import (
+    center_ratings,
+    dense_objective,
+    lambda_max,
+    soft_impute_path,
+)
+
+gpu = pytest.mark.skipif(not gpu_available(), reason=f"no GPU: {gpu_unavailable_reason()}")
+
+
+def _dense(rm):
+    X = np.zeros(rm.shape)
+    mask = np.zeros(rm.shape, dtype=bool)
+    X[rm.users, rm.items] = rm.ratings
+    mask[rm.users, rm.items] = True
+    return X, mask
+
+
+def _Z(model):
+    return model.user_factors_ @ model.item_factors_.T
+
+
+@pytest.fixture(scope="module")
+def pure_low_rank():
+    """80 x 60, planted rank 3, no offsets, 40% observed, noise 0.05."""
+    rm, truth = make_low_rank(80, 60, 3, 0.4, noise=0.05, global_mean=0.0, bias_scale=0.0,
+                              random_state=1)
+    return rm, truth
+
+
+@pytest.fixture(scope="module")
+def lam(pure_low_rank):
+    return 0.1 * lambda_max(pure_low_rank[0], center=None)
+
+
+@pytest.fixture(scope="module")
+def reference(pure_low_rank, lam):
+    """The dense textbook iteration run to tight convergence."""
+    return SoftImpute(lam, center=None, algorithm="dense", convergence="factors", tol=1e-13,
+                      max_iter=2000, verbose=0).fit(pure_low_rank[0])
+
+
+# ---------------------------------------------------------------------------- kernels
+def test_sparse_plus_low_rank_operator_matches_dense():
+    rng = np.random.default_rng(0)
+    m, n, r = 30, 20, 4
+    mask = rng.random((m, n)) < 0.3
+    users, items = np.nonzero(mask)
+    X = np.where(mask, rng.standard_normal((m, n)), 0.0)
+    U = np.linalg.qr(rng.standard_normal((m, r)))[0]
+    V = np.linalg.qr(rng.standard_normal((n, r)))[0]
+    s = np.array([3.0, 2.0, 1.0, 0.5])
+    Z = U @ np.diag(s) @ V.T
+    dense = np.where(mask, X - Z, 0.0) + Z  # P_Omega(X - Z) + Z
+
+    perm = rng.permutation(len(users))  # the pattern must cope with unsorted input
+    pattern, order = observed_pattern(users[perm], items[perm], (m, n))
+    u, i = users[perm][order], items[perm][order]
+    S, resid = residual_matrix(pattern, X[u, i], u, i, U, s, V)
+    np.testing.assert_allclose(S.toarray(), np.where(mask, X - Z, 0.0), atol=1e-12)
+    np.testing.assert_allclose(resid, (X - Z)[u, i], atol=1e-12)
+
+    op = sparse_plus_low_rank(S, U, s, V)
+    W, Q = rng.standard_normal((n, 5)), rng.standard_normal((m, 5))
+    np.testing.assert_allclose(op @ W, dense @ W, atol=1e-12)
+    np.testing.assert_allclose(op.T @ Q, dense.T @ Q, atol=1e-12)
+    np.testing.assert_allclose(op.matvec(W[:, 0]), dense @ W[:, 0], atol=1e-12)
+    np.testing.assert_allclose(op.rmatvec(Q[:, 0]), dense.T @ Q[:, 0], atol=1e-12)
+    top = sp.linalg.svds(op, k=2, return_singular_vectors=False)
+    np.testing.assert_allclose(np.sort(top), np.linalg.svd(dense, compute_uv=False)[1::-1],
+                               rtol=1e-8)
+    np.testing.assert_allclose(low_rank_on_pairs(U * s, V, u, i), Z[u, i], atol=1e-12)
+
+
+# ---------------------------------------------------------------------------- solver
+@pytest.mark.parametrize("model", [
+    SoftImpute(center=None, max_iter=40, tol=0, verbose=0, random_state=0, init_rank=2),
+    SoftImpute(center=None, algorithm="dense", max_iter=40, tol=0, verbose=0),
+    SoftImputeALS(center=None, n_factors=8, max_iter=40, tol=0, verbose=0, random_state=0),
+], ids=["subspace", "dense", "als"])
+def test_objective_never_rises(model, pure_low_rank, lam):
+    model.set_params(regularization=lam).fit(pure_low_rank[0])
+    obj = model.history_["objective"]
+    assert len(obj) == 40
+    assert np.all(np.diff(obj) <= 1e-10 * obj[:-1]), np.diff(obj).max()
+    half_sq_norm = 0.5 * np.sum(pure_low_rank[0].ratings ** 2)  # the objective at Z = 0
+    assert obj[-1] < obj[0] < half_sq_norm
+
+
+def test_objective_matches_dense_reference(pure_low_rank, lam, reference):
+    rm = pure_low_rank[0]
+    fast = SoftImpute(lam, center=None, convergence="factors", tol=1e-13, max_iter=2000,
+                      verbose=0, random_state=0).fit(rm)
+    assert fast.stop_reason_ == reference.stop_reason_ == "converged"
+    X, mask = _dense(rm)
+    # objectives recomputed from the dense matrices, independently of the solvers
+    f_ref = dense_objective(X, mask, _Z(reference), lam)
+    f_fast = dense_objective(X, mask, _Z(fast), lam)
+    assert abs(f_fast - f_ref) <= 1e-6 * f_ref
+    assert abs(fast.objective_ - f_fast) <= 1e-9 * f_fast
+    assert fast.rank_ == reference.rank_
+    np.testing.assert_allclose(_Z(fast), _Z(reference), atol=1e-5 * np.abs(_Z(reference)).max())
+
+
+def test_solution_satisfies_optimality_conditions(pure_low_rank, lam, reference):
+    # 0 in  -P(X - Z) + lam * d|Z|_*  <=>  S V = lam U, S^T U = lam V, |S_perp|_2 <= lam
+    X, mask = _dense(pure_low_rank[0])
+    U, s, V = (reference.left_singular_vectors_, reference.singular_values_,
+               reference.right_singular_vectors_)
+    S = np.where(mask, X - U @ np.diag(s) @ V.T, 0.0)
+    np.testing.assert_allclose(S @ V, lam * U, atol=2e-5 * lam)
+    np.testing.assert_allclose(S.T @ U, lam * V, atol=2e-5 * lam)
+    rest = (S - U @ (U.T @ S)) - (S - U @ (U.T @ S)) @ V @ V.T
+    assert np.linalg.norm(rest, 2) <= lam * (1 + 1e-6)
+    assert np.all(s > 0)
+
+
+def test_als_converges_to_the_softimpute_solution(pure_low_rank, lam, reference):
+    rm = pure_low_rank[0]
+    als = SoftImputeALS(lam, n_factors=10, center=None, convergence="factors", tol=1e-13,
+                        max_iter=3000, verbose=0, random_state=0).fit(rm)
+    assert als.stop_reason_ == "converged"
+    assert als.rank_ == reference.rank_
+    assert abs(als.objective_ - reference.objective_) <= 1e-6 * reference.objective_
+    np.testing.assert_allclose(_Z(als), _Z(reference), atol=1e-4 * np.abs(_Z(reference)).max())
+
+
+def test_lambda_max_is_the_top_singular_value_and_gives_zero(pure_low_rank):
+    rm = pure_low_rank[0]
+    X, _ = _dense(rm)
+    top = lambda_max(rm, center=None)
+    np.testing.assert_allclose(top, np.linalg.svd(X, compute_uv=False)[0], rtol=1e-10)
+    # SoftImpute from Z = 0 thresholds everything in one step; ALS shrinks D towards 0
+    # geometrically (rate lambda_max / lambda) and its final thresholding zeroes it
+    for model in (SoftImpute(top * (1 + 1e-9), max_iter=20),
+                  SoftImputeALS(top * 1.01, n_factors=5, max_iter=300)):
+        at_max = model.set_params(center=None, verbose=0, random_state=0).fit(rm)
+        assert at_max.rank_ == 0
+        assert np.all(at_max.predict(rm.pairs()) == 0.0)
+    below = SoftImpute(0.9 * top, center=None, max_iter=20, verbose=0, random_state=0).fit(rm)
+    assert below.rank_ >= 1
+
+
+def test_warm_start_reproduces_cold_start(pure_low_rank, lam, reference):
+    rm = pure_low_rank[0]
+    model = SoftImpute(3 * lam, center=None, convergence="factors", tol=1e-13, max_iter=2000,
+                       verbose=0, warm_start=True, random_state=5).fit(rm)
+    model.set_params(regularization=lam).fit(rm)
+    assert model.rank_ == reference.rank_
+    np.testing.assert_allclose(_Z(model), _Z(reference), atol=1e-5 * np.abs(_Z(reference)).max())
+    # it started from the 3 * lambda answer, not from Z = 0
+    assert model.history_["objective"][0] < reference.history_["objective"][0]
+
+
+def test_rank_cap_is_reported(pure_low_rank, lam):
+    model = SoftImpute(0.01 * lam, center=None, max_rank=2, max_iter=5, verbose=0,
+                       random_state=0).fit(pure_low_rank[0])
+    assert model.rank_ == 2
+    assert model.history_["rank_capped"][-1] == 1.0
+
+
+def test_same_seed_same_result(small_low_rank):
+    rm = small_low_rank[0]
+    a = SoftImpute(2.0, max_iter=10, verbose=0, random_state=3).fit(rm)
+    b = SoftImpute(2.0, max_iter=10, verbose=0, random_state=3).fit(rm)
+    np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
+    np.testing.assert_array_equal(a.history_["objective"], b.history_["objective"])
+
+
+@pytest.mark.parametrize("center", [None, "mean", "biases"])
+def test_centering_options_predict_offset_plus_z(small_low_rank, center):
+    rm = small_low_rank[0]
+    model = SoftImpute(3.0, center=center, max_iter=30, verbose=0, random_state=0).fit(rm)
+    z = np.sum(model.user_factors_[rm.users] * model.item_factors_[rm.items], axis=1)
+    offset = model.global_mean_ + (0 if center != "biases" else
+                                   model.user_bias_[rm.users] + model.item_bias_[rm.items])
+    np.testing.assert_allclose(model.predict(rm), offset + z, atol=1e-12)
+    if center is None:
+        assert model.global_mean_ == 0.0 and model.user_bias_ is None
+    if center == "biases":
+        base = BiasBaseline(verbose=0).fit(rm)
+        np.testing.assert_allclose(model.user_bias_, base.user_bias_)
+    # the planted rank-3 signal is captured: far below the bias baseline's error (~1)
+    assert -model.score(rm) < 0.5 * -BiasBaseline(verbose=0).fit(rm).score(rm)
+
+
+def test_convergence_on_change_of_z(pure_low_rank, lam):
+    model = SoftImpute(lam, center=None, convergence="factors", tol=1e-8, max_iter=500,
+                       verbose=0, random_state=0).fit(pure_low_rank[0])
+    assert model.stop_reason_ == "converged"
+    change = model.history_["relative_change"]
+    assert change[-1] < 1e-8 <= change[-2]
+
+
+def test_lambda_path_recovers_planted_matrix():
+    rm, truth = make_low_rank(150, 120, 3, 0.35, noise=0.1, random_state=2)
+    split = make_split(rm, "random", test_size=0.15, val_size=0.15, random_state=0)
+    path, best = soft_impute_path(split.train, split.validation, n_lambdas=8,
+                                  estimator=SoftImpute(max_iter=100, tol=1e-4, verbose=0,
+                                                       random_state=0))
+    assert list(path["lambda"]) == sorted(path["lambda"], reverse=True)
+    assert path["rank"].iloc[0] == 0  # lambda_max
+    assert path["selected"].sum() == 1
+    chosen = path[path["selected"]].iloc[0]
+    assert chosen["val_rmse"] == path["val_rmse"].min()
+    assert best.regularization == chosen["lambda"] and not best.warm_start
+    # three directions dominate (the rest: shrunken noise and bias left by the baseline)
+    s = best.singular_values_
+    assert best.rank_ >= 3 and s[3] < 0.3 * s[2]
+    # error against the noiseless truth on held-out cells, vs the bias baseline's
+    test = split.test
+    truth_test = truth.predict(rm.user_ids[test.users], rm.item_ids[test.items])
+    err = np.sqrt(np.mean((best.predict(test) - truth_test) ** 2))
+    base = BiasBaseline(verbose=0).fit(split.train)
+    assert err < 0.3 * np.sqrt(np.mean((base.predict(test) - truth_test) ** 2))
+    assert err < 0.2
+
+
+def test_path_with_als_estimator(small_low_rank):
+    rm = small_low_rank[0]
+    split = make_split(rm, "random", test_size=0.2, val_size=0.2, random_state=0)
+    path, best = soft_impute_path(split.train, split.validation, n_lambdas=4,
+                                  estimator=SoftImputeALS(n_factors=6, max_iter=50,
+                                                          verbose=0, random_state=0))
+    assert isinstance(best, SoftImputeALS)
+    assert path["rank"].iloc[-1] >= 1
+    # at lambda_max ALS is still shrinking towards Z = 0: objective ~ 1/2 |P(X)|^2
+    *_, target = center_ratings(split.train, "biases")
+    np.testing.assert_allclose(path["objective"].iloc[0], 0.5 * target @ target, rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("params, message", [
+    ({"center": "median"}, "center"),
+    ({"max_rank": 0}, "max_rank"),
+    ({"regularization": -1.0}, "regularization"),
+    ({"algorithm": "lanczos"}, "algorithm"),
+    ({"convergence": "gradient"}, "convergence"),
+])
+def test_bad_parameters_are_named(small_low_rank, params, message):
+    with pytest.raises(ValueError, match=message):
+        SoftImpute(verbose=0, **params).fit(small_low_rank[0])
+
+
+def test_dense_path_refuses_large_matrices(monkeypatch, small_low_rank):
+    import mflib.solvers.soft_impute as module
+
+    monkeypatch.setattr(module, "DENSE_CELL_LIMIT", 100)
+    with pytest.raises(ValueError, match="algorithm='subspace'"):
+        SoftImpute(algorithm="dense", verbose=0).fit(small_low_rank[0])
+
+
+def test_warm_start_on_other_shape_is_refused(small_low_rank, pure_low_rank):
+    model = SoftImpute(2.0, max_iter=2, warm_start=True, verbose=0).fit(small_low_rank[0])
+    with pytest.raises(ValueError, match="warm_start"):
+        model.fit(pure_low_rank[0])
+
+
+@pytest.mark.skipif(gpu_available(), reason="a GPU is present, so no error is expected")
+@pytest.mark.parametrize("cls", [SoftImpute, SoftImputeALS])
+def test_gpu_without_gpu_is_a_clear_error(cls, small_low_rank):
+    with pytest.raises(DeviceError, match="device='cpu'"):
+        cls(device="gpu", verbose=0).fit(small_low_rank[0])
+
+
+# ---------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("cls, extra", [
+    (SoftImpute, {}), (SoftImpute, {"algorithm": "dense"}), (SoftImputeALS, {"n_factors": 8}),
+])
+def test_gpu_matches_cpu(cls, extra, pure_low_rank, lam):
+    rm = pure_low_rank[0]
+    kw = dict(regularization=lam, center="biases", max_iter=300, tol=1e-12, verbose=0,
+              random_state=0, **extra)
+    cpu = cls(device="cpu", **kw).fit(rm)
+    gpu_model = cls(device="gpu", **kw).fit(rm)
+    assert isinstance(gpu_model.user_factors_, np.ndarray)
+    assert gpu_model.rank_ == cpu.rank_
+    np.testing.assert_allclose(gpu_model.objective_, cpu.objective_, rtol=1e-6)
+    np.testing.assert_allclose(gpu_model.predict(rm), cpu.predict(rm), atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- real data
+def test_ml100k_beats_bias_baseline(ml100k_u1):
+    train, test = ml100k_u1.train, ml100k_u1.test
+    base = BiasBaseline(verbose=0).fit(train)
+    model = SoftImpute(0.25 * lambda_max(train), max_iter=15, verbose=0,
+                       random_state=0).fit(train, eval_set=test)
+    obj = model.history_["objective"]
+    assert np.all(np.diff(obj) <= 1e-10 * obj[:-1])
+    assert 1 <= model.rank_ <= 100
+    assert -model.score(test) < -base.score(test)
