@@ -25,6 +25,7 @@ from .solvers.riemannian import (
     Catalyst,
     EuclideanGD,
 )
+from .solvers.sgd import SGD, SVRG
 from .solvers.soft_impute import SoftImpute, SoftImputeALS, soft_impute_path
 
 __version__ = "0.1.0"
@@ -49,6 +50,8 @@ __all__ = [
     "RSPIDER",
     "RSVRG",
     "RatingMatrix",
+    "SGD",
+    "SVRG",
     "SoftImpute",
     "SoftImputeALS",
     "StopFit",
