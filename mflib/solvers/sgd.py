@@ -20,6 +20,8 @@ import time
 
 import numba
 import numpy as np
+import pandas as pd
+from sklearn.base import clone
 
 from ..base import FactorizationEstimator, FactorState
 from ..fitting import StopFit
@@ -425,3 +427,38 @@ class SVRG(_StochasticMF):
         if self.clip_norm is not None:
             metrics["n_clipped"] = int(n_clipped)
         return metrics
+
+
+def learning_rate_table(estimator, learning_rates, train, validation) -> pd.DataFrame:
+    """Fit a clone of ``estimator`` per learning rate and tabulate its validation RMSE.
+
+    Parameters
+    ----------
+    estimator : SGD or SVRG (any estimator with a ``learning_rate`` parameter)
+    learning_rates : sequence of float
+    train, validation : RatingMatrix
+
+    Returns
+    -------
+    DataFrame, one row per learning rate: ``solver``, ``learning_rate``,
+    ``best_val_rmse`` and its ``best_epoch``, ``final_val_rmse``, ``seconds_per_epoch``
+    (solver time) and ``stop_reason``. A fit that diverges in its first epoch has NaN
+    scores (its stop reason says so).
+    """
+    rows = []
+    for lr in learning_rates:
+        model = clone(estimator).set_params(learning_rate=lr)
+        model.fit(train, eval_set=validation)
+        h = model.history_
+        val = h["val_rmse"] if len(h) else np.array([np.nan])
+        best = int(np.nanargmin(val)) if np.isfinite(val).any() else 0
+        rows.append({
+            "solver": type(model).__name__,
+            "learning_rate": lr,
+            "best_val_rmse": float(val[best]),
+            "best_epoch": best + 1 if len(h) else 0,
+            "final_val_rmse": float(val[-1]),
+            "seconds_per_epoch": float(h["time"][-1] / len(h)) if len(h) else np.nan,
+            "stop_reason": model.stop_reason_,
+        })
+    return pd.DataFrame(rows)
