@@ -64,12 +64,14 @@ class RatingSides:
     user_counts: np.ndarray
     item_counts: np.ndarray
     user_of_rating: np.ndarray  # user of each rating in user-CSR order
+    item_of_rating: np.ndarray  # item of each rating in item-CSR order
 
     @classmethod
     def from_train(cls, train, dtype=np.float64) -> RatingSides:
         csr = train.to_csr()
         csc = train.to_csc()  # columns of the CSR = rows of the items x users matrix
         user_counts = np.diff(csr.indptr)
+        item_counts = np.diff(csc.indptr)
         return cls(
             csr.indptr.astype(np.int64),
             csr.indices.astype(np.int64),
@@ -78,8 +80,9 @@ class RatingSides:
             csc.indices.astype(np.int64),
             csc.data.astype(dtype),
             user_counts,
-            np.diff(csc.indptr),
+            item_counts,
             np.repeat(np.arange(len(user_counts), dtype=np.int64), user_counts),
+            np.repeat(np.arange(len(item_counts), dtype=np.int64), item_counts),
         )
 
     @property
@@ -231,7 +234,7 @@ class ALS(FactorizationEstimator):
         except np.linalg.LinAlgError as exc:
             from ..fitting import StopFit  # noqa: PLC0415
 
-            raise StopFit(f"failed: {exc}") from exc
+            raise StopFit(f"stopped: singular or non-finite row systems: {exc}") from exc
         if own_bias is None:
             return None, solution
         return np.ascontiguousarray(solution[:, 0]), np.ascontiguousarray(solution[:, 1:])

@@ -1,0 +1,82 @@
+"""LassoMF: agreement with scikit-learn's Lasso, monotone objective, KKT, sparsity."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import Lasso
+
+from mflib.solvers.lasso_mf import LassoMF
+
+
+def _fit(train, **kw):
+    params = {"n_factors": 3, "regularization": 0.002, "max_iter": 6, "tol": 0.0,
+              "max_sweeps": 500, "sweep_tol": 1e-12, "random_state": 0, "verbose": 0}
+    params.update(kw)
+    return LassoMF(**params).fit(train)
+
+
+@pytest.mark.parametrize("scale", ["weighted", "course"])
+def test_item_half_step_agrees_with_sklearn_lasso(small_low_rank, scale):
+    train, _ = small_low_rank
+    lam = 0.002 if scale == "weighted" else 2e-4
+    m = _fit(train, regularization=lam, regularization_scale=scale, max_iter=2)
+    P, Q = m.user_factors_, m.item_factors_
+    for i in range(train.n_items):  # the item pass ran last, on the final P
+        rows = np.flatnonzero(train.items == i)
+        n = len(rows)
+        # our row problem |r - P q|^2 + alpha |q|_1, alpha as documented per convention
+        alpha = 2 * lam * n if scale == "weighted" else lam * train.nnz
+        ref = Lasso(alpha=alpha / (2 * n), fit_intercept=False, tol=1e-12, max_iter=100_000)
+        ref.fit(P[train.users[rows]], train.ratings[rows])
+        np.testing.assert_allclose(Q[i], ref.coef_, atol=1e-7)
+
+
+def test_objective_never_rises_and_matches_formula(small_low_rank):
+    train, _ = small_low_rank
+    lam = 0.002
+    m = _fit(train, regularization=lam, max_iter=15)
+    obj = m.history_["objective"]
+    assert np.all(np.diff(obj) <= 1e-12 * obj[0])
+    e = train.ratings - m.predict(train)
+    l1 = (np.abs(m.user_factors_).sum(axis=1) @ train.user_counts()
+          + np.abs(m.item_factors_).sum(axis=1) @ train.item_counts())
+    assert obj[-1] == pytest.approx(np.mean(e**2) + 2 * lam / train.nnz * l1, rel=1e-12)
+
+
+def test_sparsity_grows_with_lambda_and_is_reported(small_low_rank):
+    train, _ = small_low_rank
+    fractions = []
+    for lam in (1e-4, 0.01, 0.05):
+        m = _fit(train, regularization=lam, max_iter=10)
+        assert m.user_zero_fraction_ == pytest.approx(np.mean(m.user_factors_ == 0))
+        assert m.history_["zero_fraction_Q"][-1] == m.item_zero_fraction_
+        fractions.append(m.user_zero_fraction_ + m.item_zero_fraction_)
+    assert fractions[0] < fractions[1] < fractions[2]
+    assert fractions[2] > 0
+
+
+def test_course_convention_zeroes_everything_when_penalty_dominates(netflix_split):
+    # lambda |Omega| / 2 exceeds every |Q_J^T r_u| at the small start, so 0 is optimal
+    m = LassoMF(n_factors=3, regularization=0.1, regularization_scale="course", max_iter=3,
+                random_state=0, verbose=0).fit(netflix_split.train)
+    assert m.user_zero_fraction_ == 1.0 and m.item_zero_fraction_ == 1.0
+
+
+def test_netflix_course_settings(netflix_split):
+    m = LassoMF(n_factors=3, regularization=0.1, max_iter=10, random_state=0,
+                verbose=0).fit(netflix_split.train, eval_set=netflix_split.test)
+    assert m.history_["val_rmse"][-1] < 1.05
+    assert 0 < m.user_zero_fraction_ < 1
+
+
+def test_threads_and_seed(small_low_rank):
+    train, _ = small_low_rank
+    a, b = _fit(train, n_jobs=1), _fit(train, n_jobs=2)
+    np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
+    assert not np.allclose(a.user_factors_, _fit(train, random_state=5).user_factors_)
+
+
+def test_bad_parameters_are_refused(small_low_rank):
+    with pytest.raises(ValueError, match="regularization_scale"):
+        _fit(small_low_rank[0], regularization_scale="sum")
+    with pytest.raises(ValueError, match="max_sweeps"):
+        _fit(small_low_rank[0], max_sweeps=0)
