@@ -7,6 +7,7 @@ from .base import FactorizationEstimator, FactorState
 from .callbacks import EarlyStopping, LogMetrics, TimeBudget
 from .data import RatingMatrix, load_dataset, load_predefined_split, make_low_rank, make_split
 from .fitting import ConvergenceWarning, History, StopFit, run_loop
+from .solvers.als import ALS
 from .solvers.baselines import (
     BiasBaseline,
     GlobalMean,
@@ -15,6 +16,8 @@ from .solvers.baselines import (
     UserItemMean,
     UserMean,
 )
+from .solvers.bcd import BiasedBCD
+from .solvers.lasso_mf import LassoMF
 from .solvers.riemannian import (
     DANE,
     RAGD,
@@ -31,7 +34,9 @@ from .solvers.soft_impute import SoftImpute, SoftImputeALS, soft_impute_path
 __version__ = "0.1.0"
 
 __all__ = [
+    "ALS",
     "BiasBaseline",
+    "BiasedBCD",
     "Catalyst",
     "ConvergenceWarning",
     "DANE",
@@ -42,14 +47,15 @@ __all__ = [
     "GlobalMean",
     "History",
     "ItemMean",
+    "LassoMF",
     "LogMetrics",
     "Popularity",
+    "RatingMatrix",
     "RAGD",
     "RGD",
     "RSARAH",
     "RSPIDER",
     "RSVRG",
-    "RatingMatrix",
     "SGD",
     "SVRG",
     "SoftImpute",
