@@ -2,8 +2,10 @@
 
 For every row ``r`` of a CSR matrix with column indices ``J_r`` and values ``v_r``:
 
-    x_r = argmin_x  sum_j w_rj (v_rj - Y[j] . x)^2 + reg[r] |x|^2
-        = (Y_Jr^T W Y_Jr + reg[r] I)^-1  Y_Jr^T W v_r
+    x_r = argmin_x  sum_j w_rj (v_rj - Y[j] . x)^2 + reg[r] sum_a s_a x_a^2
+        = (Y_Jr^T W Y_Jr + reg[r] diag(s))^-1  Y_Jr^T W v_r
+
+(``s = reg_scale``, all ones by default).
 
 Two inner solvers, rows in parallel (numba ``prange``):
 
@@ -111,7 +113,7 @@ def _gather(indptr, indices, values, weights, Y, r):
 
 
 @numba.njit(parallel=True, cache=True)
-def _ridge_cholesky(indptr, indices, values, weights, Y, reg, out, failed):
+def _ridge_cholesky(indptr, indices, values, weights, Y, reg, out, scale, failed):
     n_rows = indptr.shape[0] - 1
     k = Y.shape[1]
     for r in numba.prange(n_rows):
@@ -124,7 +126,7 @@ def _ridge_cholesky(indptr, indices, values, weights, Y, reg, out, failed):
         # several times faster than rank-1 updates at k >= 32
         A = np.dot(GW.T, G)
         for a in range(k):
-            A[a, a] += reg[r]
+            A[a, a] += reg[r] * scale[a]
         if _cholesky_solve(A, b, k):
             for a in range(k):
                 out[r, a] = b[a]
@@ -133,11 +135,11 @@ def _ridge_cholesky(indptr, indices, values, weights, Y, reg, out, failed):
 
 
 @numba.njit(cache=True, inline="always", fastmath=_FAST)
-def _normal_matvec(G, w, weighted, reg, x, t, y):
-    """y = G^T W G x + reg x for the gathered rows G (n_r, k); t is scratch of length n_r."""
+def _normal_matvec(G, w, weighted, reg, scale, x, t, y):
+    """y = G^T W G x + reg diag(scale) x for the gathered rows G (n_r, k); t is scratch."""
     n_r, k = G.shape
     for a in range(k):
-        y[a] = reg * x[a]
+        y[a] = reg * scale[a] * x[a]
     for m in range(n_r):
         s = 0.0
         for a in range(k):
@@ -150,7 +152,7 @@ def _normal_matvec(G, w, weighted, reg, x, t, y):
 
 
 @numba.njit(parallel=True, cache=True, fastmath=_FAST)
-def _ridge_cg(indptr, indices, values, weights, Y, reg, out, n_steps):
+def _ridge_cg(indptr, indices, values, weights, Y, reg, out, scale, n_steps):
     n_rows = indptr.shape[0] - 1
     k = Y.shape[1]
     weighted = weights.shape[0] > 0
@@ -176,7 +178,7 @@ def _ridge_cg(indptr, indices, values, weights, Y, reg, out, n_steps):
         x = out[r].copy()
         t = np.empty(n_r, dtype=Y.dtype)
         Ap = np.empty(k, dtype=Y.dtype)
-        _normal_matvec(G, w, weighted, reg[r], x, t, Ap)
+        _normal_matvec(G, w, weighted, reg[r], scale, x, t, Ap)
         res = b - Ap
         p = res.copy()
         rr = 0.0
@@ -185,7 +187,7 @@ def _ridge_cg(indptr, indices, values, weights, Y, reg, out, n_steps):
         for _ in range(n_steps):
             if rr == 0.0:
                 break
-            _normal_matvec(G, w, weighted, reg[r], p, t, Ap)
+            _normal_matvec(G, w, weighted, reg[r], scale, p, t, Ap)
             pAp = 0.0
             for a in range(k):
                 pAp += p[a] * Ap[a]
@@ -206,7 +208,7 @@ def _ridge_cg(indptr, indices, values, weights, Y, reg, out, n_steps):
 
 
 def ridge_rows(indptr, indices, values, Y, reg, *, weights=None, out=None, solver="cholesky",
-               cg_steps=3, dtype=None) -> np.ndarray:
+               cg_steps=3, dtype=None, reg_scale=None) -> np.ndarray:
     """Solve one ridge problem per CSR row; see the module docstring.
 
     Parameters
@@ -227,6 +229,10 @@ def ridge_rows(indptr, indices, values, Y, reg, *, weights=None, out=None, solve
     cg_steps : int, default 3
     dtype : {None, float32, float64}
         Working precision; None means float64. ``out``, when given, must have it.
+    reg_scale : ndarray of shape (k,), optional
+        Per-coordinate multipliers of the penalty: coordinate ``a`` of row ``r`` is
+        penalised by ``reg[r] * reg_scale[a]`` (e.g. a bias column with its own
+        regularisation). None means all ones.
 
     Returns
     -------
@@ -247,6 +253,9 @@ def ridge_rows(indptr, indices, values, Y, reg, *, weights=None, out=None, solve
             f"{out.dtype} {out.shape}"
         )
     w = np.empty(0, dt) if weights is None else np.ascontiguousarray(weights, dtype=dt)
+    scale = np.ones(k, dt) if reg_scale is None else np.asarray(reg_scale, dtype=dt)
+    if scale.shape != (k,) or not (scale >= 0).all():
+        raise ValueError(f"reg_scale must hold {k} non-negative values, got {reg_scale!r}")
     args = (
         np.ascontiguousarray(indptr, dtype=np.int64),
         np.ascontiguousarray(indices, dtype=np.int64),
@@ -255,6 +264,7 @@ def ridge_rows(indptr, indices, values, Y, reg, *, weights=None, out=None, solve
         np.ascontiguousarray(Y, dtype=dt),
         reg_arr,
         out,
+        scale,
     )
     if solver == "cg":
         _ridge_cg(*args, check_positive_int(cg_steps, "cg_steps"))

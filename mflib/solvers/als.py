@@ -8,7 +8,8 @@ The biases are solved *jointly* with the factors: ``(b_u, p_u)`` is the ridge so
 the augmented features ``[1, q_i]`` and the targets ``r_ui - mu - c_i``.
 
 Regularisation conventions (``regularization_scale``), with ``lambda = regularization``
-and ``S = sum_Omega (r_ui - r_hat_ui)^2``:
+and ``S = sum_Omega (r_ui - r_hat_ui)^2`` (written with one ``lambda``; the bias terms
+carry ``bias_regularization`` instead when it is set):
 
 ``"sum"``
     ``S + lambda (sum_u |p_u|^2 + b_u^2  +  sum_i |q_i|^2 + c_i^2)``; each row's normal
@@ -31,10 +32,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
+from sklearn.base import clone
 
 from ..base import FactorizationEstimator, FactorState
 from ..kernels.ridge import SOLVERS, ridge_rows
 from ..kernels.threads import numba_threads, resolve_n_jobs
+from ..metrics import rmse
 from ..validation import (
     check_choice,
     check_dtype,
@@ -97,13 +101,14 @@ class ALSState(FactorState):
     sides: RatingSides | None = None
 
 
-def row_penalties(scale: str, lam: float, counts: np.ndarray, nnz: int) -> np.ndarray:
-    """Ridge penalty of each row's normal equations under convention ``scale``."""
+def row_multipliers(scale: str, counts: np.ndarray, nnz: int) -> np.ndarray:
+    """What each row's penalty is multiplied by in its normal equations under ``scale``:
+    1 (``"sum"``), the row's count (``"weighted"``) or ``|Omega|`` (``"course"``)."""
     if scale == "sum":
-        return np.full(len(counts), lam)
+        return np.ones(len(counts))
     if scale == "weighted":
-        return lam * counts.astype(np.float64)
-    return np.full(len(counts), lam * nnz)
+        return counts.astype(np.float64)
+    return np.full(len(counts), float(nnz))
 
 
 def augmented(bias: np.ndarray | None, factors: np.ndarray) -> np.ndarray:
@@ -132,7 +137,10 @@ class ALS(FactorizationEstimator):
     n_factors : int, default 10
         Rank ``k``.
     regularization : float, default 0.1
-        ``lambda`` (applies to factors and, with ``use_bias``, to biases).
+        ``lambda`` on the factors.
+    bias_regularization : float or None, default None
+        ``lambda`` on the biases in place of ``regularization`` (None: the same value),
+        under the same convention.
     regularization_scale : {"sum", "weighted", "course"}, default "sum"
         The convention; formulas in the module docstring.
     use_bias : bool, default True
@@ -169,12 +177,14 @@ class ALS(FactorizationEstimator):
 
     _contract_params = {"n_factors": 3, "max_iter": 3}
 
-    def __init__(self, n_factors=10, regularization=0.1, regularization_scale="sum",
+    def __init__(self, n_factors=10, regularization=0.1, bias_regularization=None,
+                 regularization_scale="sum",
                  use_bias=True, max_iter=15, tol=1e-6, solver="cholesky", cg_steps=3,
                  init_std=0.1, dtype="float64", n_jobs=None, random_state=None, verbose=1,
                  callbacks=None):
         self.n_factors = n_factors
         self.regularization = regularization
+        self.bias_regularization = bias_regularization
         self.regularization_scale = regularization_scale
         self.use_bias = use_bias
         self.max_iter = max_iter
@@ -192,6 +202,8 @@ class ALS(FactorizationEstimator):
     def _check_params(self):
         check_positive_int(self.n_factors, "n_factors")
         check_nonnegative(self.regularization, "regularization")
+        if self.bias_regularization is not None:
+            check_nonnegative(self.bias_regularization, "bias_regularization")
         check_choice(self.regularization_scale, "regularization_scale", REGULARIZATION_SCALES)
         check_choice(self.solver, "solver", SOLVERS)
         check_positive_int(self.cg_steps, "cg_steps")
@@ -213,10 +225,18 @@ class ALS(FactorizationEstimator):
             item_factors=rng.normal(0.0, self.init_std, (train.n_items, k)).astype(dtype),
             sides=sides,
         )
-        lam, scale = float(self.regularization), self.regularization_scale
-        self._user_reg = row_penalties(scale, lam, sides.user_counts, sides.nnz)
-        self._item_reg = row_penalties(scale, lam, sides.item_counts, sides.nnz)
+        scale = self.regularization_scale
+        self._user_reg = row_multipliers(scale, sides.user_counts, sides.nnz)
+        self._item_reg = row_multipliers(scale, sides.item_counts, sides.nnz)
+        # per-coordinate penalties: [bias, factors...]
+        lam, lam_b = self._lambdas()
+        self._coordinate_reg = np.array(([lam_b] if self.use_bias else []) + [lam] * k)
         return state
+
+    def _lambdas(self) -> tuple[float, float]:
+        lam = float(self.regularization)
+        lam_b = lam if self.bias_regularization is None else float(self.bias_regularization)
+        return lam, lam_b
 
     def _solve_side(self, indptr, others, ratings, other_bias, other_factors, own_bias,
                     own_factors, reg, mu):
@@ -230,7 +250,8 @@ class ALS(FactorizationEstimator):
         solution = augmented(own_bias, own_factors)  # the CG warm start
         try:
             ridge_rows(indptr, others, targets, features, reg, out=solution,
-                       solver=self.solver, cg_steps=self.cg_steps, dtype=ratings.dtype)
+                       solver=self.solver, cg_steps=self.cg_steps, dtype=ratings.dtype,
+                       reg_scale=self._coordinate_reg)
         except np.linalg.LinAlgError as exc:
             from ..fitting import StopFit  # noqa: PLC0415
 
@@ -256,19 +277,58 @@ class ALS(FactorizationEstimator):
         """The objective of ``regularization_scale`` at ``state`` (see module docstring)."""
         s = state.sides
         sse = float(np.sum(residuals(state, s) ** 2))
-        lam = float(self.regularization)
+        lam, lam_b = self._lambdas()
 
         def penalty(bias, factors, counts):
-            sq = np.sum(factors.astype(np.float64) ** 2, axis=1)
+            sq = lam * np.sum(factors.astype(np.float64) ** 2, axis=1)
             if bias is not None:
-                sq += bias.astype(np.float64) ** 2
+                sq += lam_b * bias.astype(np.float64) ** 2
             return float(sq @ counts) if self.regularization_scale == "weighted" else sq.sum()
 
-        pen = lam * (penalty(state.user_bias, state.user_factors, s.user_counts)
-                     + penalty(state.item_bias, state.item_factors, s.item_counts))
+        pen = (penalty(state.user_bias, state.user_factors, s.user_counts)
+               + penalty(state.item_bias, state.item_factors, s.item_counts))
         if self.regularization_scale == "course":
             return sse / s.nnz + pen
         return sse + pen
 
 
-__all__ = ["ALS", "ALSState", "RatingSides"]
+
+
+def thread_timing(estimator, train, test, n_jobs_values=(1, 2)) -> pd.DataFrame:
+    """Fit a clone of ``estimator`` with each ``n_jobs`` and compare them.
+
+    Returns one row per value: solver seconds per iteration, test RMSE, and whether the
+    factors are bit-identical to those of the first value (rows are solved
+    independently, so they should be).
+    """
+    rows, first = [], None
+    for n_jobs in n_jobs_values:
+        model = clone(estimator).set_params(n_jobs=n_jobs).fit(train)
+        factors = (model.user_factors_, model.item_factors_)
+        first = first or factors
+        rows.append({
+            "n_jobs": n_jobs,
+            "seconds_per_iteration": model.history_["time"][-1] / model.n_iter_,
+            "test_rmse": rmse(test.ratings, model.predict(test)),
+            "identical_factors": all(np.array_equal(a, b) for a, b in zip(first, factors,
+                                                                          strict=True)),
+        })
+    return pd.DataFrame(rows)
+
+
+def regularization_sweep(estimator, values, train, validation, test=None) -> pd.DataFrame:
+    """Fit a clone of ``estimator`` per ``regularization`` value; RMSE on validation
+    (and test, when given) after the last iteration, plus iterations and stop reason."""
+    rows = []
+    for value in values:
+        model = clone(estimator).set_params(regularization=value).fit(train)
+        row = {"regularization": value,
+               "val_rmse": rmse(validation.ratings, model.predict(validation))}
+        if test is not None:
+            row["test_rmse"] = rmse(test.ratings, model.predict(test))
+        row.update(n_iter=model.n_iter_, stop_reason=model.stop_reason_)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+__all__ = ["ALS", "ALSState", "RatingSides", "regularization_sweep", "thread_timing"]
