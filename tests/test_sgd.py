@@ -55,7 +55,7 @@ def test_rating_step_is_minus_learning_rate_times_finite_difference_gradient(tin
         fd = np.array([(loss(theta + eps * e) - loss(theta - eps * e)) / (2 * eps)
                        for e in np.eye(len(theta))])
         b_u, b_i, P2, Q2 = bu.copy(), bi.copy(), P.copy(), Q.copy()
-        kernels.sgd_epoch(users, items, rm.ratings, np.array([j]), mu, b_u, b_i, P2, Q2, lr, LAM)
+        kernels.sgd_epoch(users[[j]], items[[j]], rm.ratings[[j]], mu, b_u, b_i, P2, Q2, lr, LAM)
         after = np.concatenate([[b_u[u], b_i[i]], P2[u], Q2[i]])
         np.testing.assert_allclose((theta - after) / lr, fd, rtol=1e-6, atol=1e-8)
         # nothing else moved
@@ -67,7 +67,8 @@ def test_learning_rate_zero_changes_nothing(tiny):
     rm, users, items, (bu, bi, P, Q) = tiny
     before = [a.copy() for a in (bu, bi, P, Q)]
     order = np.random.default_rng(0).permutation(rm.nnz)
-    kernels.sgd_epoch(users, items, rm.ratings, order, 3.0, bu, bi, P, Q, 0.0, LAM)
+    kernels.sgd_epoch(users[order], items[order], rm.ratings[order], 3.0, bu, bi, P, Q, 0.0,
+                      LAM)
     for a, b in zip(before, (bu, bi, P, Q), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -80,10 +81,11 @@ def test_kernel_matches_numpy_reference_epoch(tiny, kernel):
     rng = np.random.default_rng(1)
     for _ in range(3):
         order = rng.permutation(rm.nnz)
+        visits = (users[order], items[order], rm.ratings[order])
         if kernel == "serial":
-            kernels.sgd_epoch(users, items, rm.ratings, order, 3.0, *fast, 0.05, LAM)
+            kernels.sgd_epoch(*visits, 3.0, *fast, 0.05, LAM)
         else:  # one chunk: the parallel kernel runs the same visits in the same order
-            kernels.sgd_epoch_hogwild(users, items, rm.ratings, order, 3.0, *fast, 0.05, LAM, 1)
+            kernels.sgd_epoch_hogwild(*visits, 3.0, *fast, 0.05, LAM, 1)
         reference_epoch(users, items, rm.ratings, order, 3.0, *ref, 0.05, LAM)
     for a, b in zip(fast, ref, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
@@ -182,3 +184,24 @@ def test_ml100k_u1_accuracy(ml100k_u1):
     score = rmse(test.ratings, model.predict(test, clip=True))
     assert 0.90 < score < 0.96, score
     assert np.median(model.history_["epoch_seconds"]) < 0.5  # loose: a shared CI machine
+
+
+def test_estimator_equals_reference_epochs_in_data_order(tiny):
+    """End to end: init N(0, init_std^2) factors (users then items), zero biases, then
+    epochs in data order with the exponential schedule, as the NumPy reference does."""
+    rm, users, items, _ = tiny
+    model = SGD(n_factors=3, learning_rate=0.05, regularization=LAM, schedule="exponential",
+                max_iter=3, shuffle=False, init_std=0.2, random_state=7, verbose=0).fit(rm)
+    rng = np.random.default_rng(7)
+    P = rng.normal(0, 0.2, (rm.n_users, 3))
+    Q = rng.normal(0, 0.2, (rm.n_items, 3))
+    bu, bi = np.zeros(rm.n_users), np.zeros(rm.n_items)
+    mu = rm.ratings.mean()
+    for epoch in range(3):
+        reference_epoch(users, items, rm.ratings, np.arange(rm.nnz), mu, bu, bi, P, Q,
+                        0.05 * 0.9**epoch, LAM)
+    np.testing.assert_allclose(model.user_factors_, P, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(model.item_bias_, bi, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(model.predict(rm.pairs()),
+                               mu + bu[users] + bi[items] + np.sum(P[users] * Q[items], axis=1),
+                               rtol=1e-12)

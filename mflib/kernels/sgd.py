@@ -11,8 +11,9 @@ Its gradient for one rating, with ``e = r_ui - r_hat_ui``, is
 
     d/db_u = -e + lam b_u,   d/dp_u = -e q_i + lam p_u   (and symmetrically for c_i, q_i).
 
-Every kernel takes the ratings in the order given by ``order`` so a NumPy reference can
-replay exactly the same visits (see ``tests/test_sgd.py`` / ``tests/test_svrg.py``).
+The kernels visit ratings in a given order (the SGD kernels in array order, SVRG through
+an index array) so a NumPy reference can replay exactly the same visits (see
+``tests/test_sgd.py`` / ``tests/test_svrg.py``).
 """
 
 from __future__ import annotations
@@ -26,16 +27,14 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
-def _sgd_update(j, users, items, ratings, mu, user_bias, item_bias, P, Q, lr, lam):
-    """The SGD step of rating j: both rows move from their values before the step."""
-    u = users[j]
-    i = items[j]
+def _sgd_update(u, i, rating, mu, user_bias, item_bias, P, Q, lr, lam):
+    """The SGD step of one rating: both rows move from their values before the step."""
     p_u = P[u]
     q_i = Q[i]
     dot = 0.0
     for f in range(p_u.shape[0]):
         dot += p_u[f] * q_i[f]
-    err = ratings[j] - (mu + user_bias[u] + item_bias[i] + dot)
+    err = rating - (mu + user_bias[u] + item_bias[i] + dot)
     user_bias[u] += lr * (err - lam * user_bias[u])
     item_bias[i] += lr * (err - lam * item_bias[i])
     # p <- p + lr (err q - lam p), written as shrink * p + gain * q
@@ -49,29 +48,29 @@ def _sgd_update(j, users, items, ratings, mu, user_bias, item_bias, P, Q, lr, la
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def sgd_epoch(users, items, ratings, order, mu, user_bias, item_bias, P, Q,
-              learning_rate, regularization):
-    """One pass of plain SGD over ``ratings[order]``, in place, in the given order.
+def sgd_epoch(users, items, ratings, mu, user_bias, item_bias, P, Q, learning_rate,
+              regularization):
+    """One pass of plain SGD over the ratings in the order of the arrays, in place.
 
-    Both rows of a rating are updated from the values they had before that rating's
-    step (``p_u`` uses the old ``q_i`` and vice versa).
+    The caller gathers the ratings into visiting order first: streaming them
+    sequentially is faster than an index array of random positions.
     """
-    for n in range(order.shape[0]):
-        _sgd_update(order[n], users, items, ratings, mu, user_bias, item_bias, P, Q,
+    for n in range(ratings.shape[0]):
+        _sgd_update(users[n], items[n], ratings[n], mu, user_bias, item_bias, P, Q,
                     learning_rate, regularization)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
-def sgd_epoch_hogwild(users, items, ratings, order, mu, user_bias, item_bias, P, Q,
-                      learning_rate, regularization, n_chunks):
-    """Hogwild SGD: ``n_chunks`` contiguous chunks of ``order`` run on parallel threads
+def sgd_epoch_hogwild(users, items, ratings, mu, user_bias, item_bias, P, Q, learning_rate,
+                      regularization, n_chunks):
+    """Hogwild SGD: ``n_chunks`` contiguous chunks of the ratings run on parallel threads
     that update the shared rows without locks. Races between threads make the result
     NON-deterministic."""
-    n_total = order.shape[0]
+    n_total = ratings.shape[0]
     chunk = (n_total + n_chunks - 1) // n_chunks
     for c in numba.prange(n_chunks):
         for n in range(c * chunk, min(n_total, (c + 1) * chunk)):
-            _sgd_update(order[n], users, items, ratings, mu, user_bias, item_bias, P, Q,
+            _sgd_update(users[n], items[n], ratings[n], mu, user_bias, item_bias, P, Q,
                         learning_rate, regularization)
 
 

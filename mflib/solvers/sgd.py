@@ -63,13 +63,16 @@ class _Workspace:
     user_counts: np.ndarray
     item_counts: np.ndarray
     residuals: np.ndarray  # float64, one per rating
+    users32: np.ndarray  # int32 copies: half the bytes to stream in the SGD epoch
+    items32: np.ndarray
     extra: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(cls, train):
         return cls(train.users.astype(np.int64), train.items.astype(np.int64), train.ratings,
                    train.user_counts().astype(np.float64),
-                   train.item_counts().astype(np.float64), np.empty(train.nnz))
+                   train.item_counts().astype(np.float64), np.empty(train.nnz),
+                   train.users.astype(np.int32), train.items.astype(np.int32))
 
 
 @dataclasses.dataclass
@@ -281,16 +284,25 @@ class SGD(_StochasticMF):
 
     def _init_state(self, train):
         dtype = self._check_common()
-        return self._init_common(train, dtype)
+        state = self._init_common(train, dtype)
+        ws = state.workspace
+        ws.extra.update(users=np.empty_like(ws.users32), items=np.empty_like(ws.items32),
+                        ratings=np.empty_like(ws.ratings))
+        return state
 
     def _step(self, state, train):
         ws = state.workspace
-        order = (state.rng.permutation(len(ws.ratings)) if self.shuffle
-                 else np.arange(len(ws.ratings)))
-        args = (ws.users, ws.items, ws.ratings, order, state.global_mean, state.user_bias,
-                state.item_bias, state.user_factors, state.item_factors,
-                self._current_step_size(state), float(self.regularization))
         t0 = time.perf_counter()
+        if self.shuffle:  # gather into visiting order, so the kernel streams sequentially
+            order = state.rng.permutation(len(ws.ratings))
+            users = np.take(ws.users32, order, out=ws.extra["users"])
+            items = np.take(ws.items32, order, out=ws.extra["items"])
+            ratings = np.take(ws.ratings, order, out=ws.extra["ratings"])
+        else:
+            users, items, ratings = ws.users32, ws.items32, ws.ratings
+        args = (users, items, ratings, state.global_mean, state.user_bias, state.item_bias,
+                state.user_factors, state.item_factors, self._current_step_size(state),
+                float(self.regularization))
         if self.parallel:
             kernels.sgd_epoch_hogwild(*args, 4 * numba.get_num_threads())
         else:

@@ -1,0 +1,168 @@
+"""mflib's SGD beside scikit-surprise's ``SVD`` on the same 5 random folds of ml-100k.
+
+    python -m benchmarks.bench_sgd                 (needs MFLIB_DATA_DIR)
+    python -m benchmarks.bench_sgd --synthetic     (also a 10M-rating rank-64 epoch)
+
+Surprise runs in its own environment (``benchmarks/.venvs/surprise``, built on first
+use by :func:`peer_python`) as a subprocess that reads the very fold files mflib fits,
+with the same factors, epochs, learning rate, regularisation and initial spread.
+Both sides report test RMSE with predictions clipped to the rating scale (Surprise's
+``test`` always clips). Seconds per epoch are given three ways for mflib: the epoch
+kernel alone, the solver (kernel + per-epoch objective and gradient norm) and the whole
+``fit`` call (which also scores train RMSE every epoch) divided by the epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+import pandas as pd
+
+from benchmarks.common import machine_line, peer_python, print_table
+from mflib import SGD, make_low_rank
+from mflib.data import kfold, load_dataset
+from mflib.metrics import rmse
+
+SURPRISE_REQUIREMENTS = ["scikit-surprise==1.1.4", "numpy<2"]  # its wheels need numpy 1.x
+
+SURPRISE_SCRIPT = r"""
+import json, sys, time
+from surprise import SVD, Dataset, Reader, accuracy
+from surprise.model_selection import PredefinedKFold
+
+cfg = json.loads(sys.argv[1])
+reader = Reader(line_format="user item rating", sep="\t", rating_scale=tuple(cfg["scale"]))
+data = Dataset.load_from_folds([tuple(f) for f in cfg["folds"]], reader=reader)
+for k, (train, test) in enumerate(PredefinedKFold().split(data)):
+    algo = SVD(n_factors=cfg["n_factors"], n_epochs=cfg["epochs"], lr_all=cfg["lr"],
+               reg_all=cfg["reg"], init_std_dev=cfg["init_std"], random_state=cfg["seed"])
+    t0 = time.perf_counter()
+    algo.fit(train)
+    seconds = time.perf_counter() - t0
+    score = accuracy.rmse(algo.test(test), verbose=False)
+    print(json.dumps({"fold": k, "fit_seconds": seconds, "rmse": score}), flush=True)
+"""
+
+
+def write_folds(folds, directory: Path) -> list[tuple[str, str]]:
+    """One tab-separated (raw user, raw item, rating) file per fold part."""
+    paths = []
+    for k, split in enumerate(folds):
+        pair = []
+        for part in ("train", "test"):
+            rm = getattr(split, part)
+            path = directory / f"fold{k}_{part}.tsv"
+            pd.DataFrame({"u": rm.user_ids[rm.users], "i": rm.item_ids[rm.items],
+                          "r": rm.ratings}).to_csv(path, sep="\t", header=False, index=False)
+            pair.append(str(path))
+        paths.append(tuple(pair))
+    return paths
+
+
+def run_surprise(paths, args, scale) -> list[dict]:
+    py = peer_python("surprise", SURPRISE_REQUIREMENTS)
+    cfg = {"folds": paths, "n_factors": args.n_factors, "epochs": args.epochs, "lr": args.lr,
+           "reg": args.reg, "init_std": args.init_std, "seed": args.seed, "scale": scale}
+    out = subprocess.run([str(py), "-c", SURPRISE_SCRIPT, json.dumps(cfg)], check=True,
+                         capture_output=True, text=True)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def run_mflib(folds, args) -> list[dict]:
+    rows = []
+    for k, split in enumerate(folds):
+        model = SGD(n_factors=args.n_factors, max_iter=args.epochs, learning_rate=args.lr,
+                    regularization=args.reg, init_std=args.init_std, random_state=args.seed,
+                    verbose=0)
+        t0 = time.perf_counter()
+        model.fit(split.train)
+        seconds = time.perf_counter() - t0
+        h = model.history_
+        rows.append({"fold": k, "fit_seconds": seconds,
+                     "kernel_seconds": float(np.median(h["epoch_seconds"])),
+                     "solver_seconds": float(h["time"][-1] / model.n_iter_),
+                     "rmse": rmse(split.test.ratings, model.predict(split.test, clip=True))})
+    return rows
+
+
+def synthetic_epoch(args) -> list[dict]:
+    """Seconds per epoch on ~10M synthetic ratings, rank 64 (serial and Hogwild)."""
+    t0 = time.perf_counter()
+    rm, _ = make_low_rank(100_000, 20_000, 64, 0.005, noise=0.5, random_state=0)
+    made = time.perf_counter() - t0
+    rows = []
+    for parallel in (False, True):
+        model = SGD(n_factors=64, max_iter=args.synthetic_epochs, learning_rate=0.005,
+                    regularization=0.02, parallel=parallel, random_state=0, verbose=0)
+        model.fit(rm)
+        h = model.history_
+        rows.append({"ratings": rm.nnz, "kernel": "hogwild" if parallel else "serial",
+                     "threads": numba.get_num_threads() if parallel else 1,
+                     "epoch kernel s (median)": float(np.median(h["epoch_seconds"])),
+                     "solver s/epoch": float(h["time"][-1] / model.n_iter_),
+                     "train_rmse": float(h["train_rmse"][-1]), "data s": made})
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-factors", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--lr", type=float, default=0.005)
+    ap.add_argument("--reg", type=float, default=0.02)
+    ap.add_argument("--init-std", type=float, default=0.1)
+    ap.add_argument("--synthetic", action="store_true", help="also time 10M ratings, rank 64")
+    ap.add_argument("--synthetic-epochs", type=int, default=3)
+    ap.add_argument("--out", default="benchmarks/results/bench_sgd.md")
+    args = ap.parse_args(argv)
+
+    print(machine_line(), "| load average", os.getloadavg())
+    ratings = load_dataset("ml-100k")
+    folds = kfold(ratings, args.folds, random_state=args.seed)
+    # compile (or load cached) kernels before timing anything
+    SGD(n_factors=2, max_iter=1, random_state=0, verbose=0).fit(folds[0].test)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_folds(folds, Path(tmp))
+        scale = [float(ratings.ratings.min()), float(ratings.ratings.max())]
+        theirs = run_surprise(paths, args, scale)
+    ours = run_mflib(folds, args)
+    rows = []
+    for a, b in zip(ours, theirs, strict=True):
+        rows.append({
+            "fold": a["fold"] + 1,
+            "mflib kernel s/epoch": a["kernel_seconds"],
+            "mflib solver s/epoch": a["solver_seconds"],
+            "mflib fit s/epoch": a["fit_seconds"] / args.epochs,
+            "surprise fit s/epoch": b["fit_seconds"] / args.epochs,
+            "mflib RMSE": a["rmse"],
+            "surprise RMSE": b["rmse"],
+        })
+    table = pd.DataFrame(rows)
+    mean = table.mean(numeric_only=True).to_frame().T.assign(fold="mean")
+    table = pd.concat([table, mean], ignore_index=True)
+    m = mean.iloc[0]
+    title = (f"SGD vs Surprise SVD, ml-100k, {args.folds} random folds (seed {args.seed}), "
+             f"k={args.n_factors}, {args.epochs} epochs, lr={args.lr}, reg={args.reg}")
+    print_table(table, title, out=args.out)
+    print(f"speed-up per epoch, Surprise fit / mflib fit: "
+          f"{m['surprise fit s/epoch'] / m['mflib fit s/epoch']:.1f}x; "
+          f"/ mflib solver: {m['surprise fit s/epoch'] / m['mflib solver s/epoch']:.1f}x; "
+          f"/ mflib kernel: {m['surprise fit s/epoch'] / m['mflib kernel s/epoch']:.1f}x")
+    print(f"mean RMSE difference mflib - Surprise: {m['mflib RMSE'] - m['surprise RMSE']:+.4f}")
+    if args.synthetic:
+        print_table(synthetic_epoch(args), "SGD epoch on ~10M synthetic ratings, rank 64")
+    print("load average after:", os.getloadavg())
+
+
+if __name__ == "__main__":
+    main()
