@@ -44,6 +44,27 @@ def test_last_half_step_is_the_exact_ridge_solution(small_low_rank, scale, use_b
         np.testing.assert_allclose(got, sol, atol=1e-9)
 
 
+def test_bias_regularization_enters_the_normal_equations(small_low_rank):
+    train, _ = small_low_rank
+    lam, lam_b = 0.3, 5.0
+    m = _fit(train, regularization=lam, bias_regularization=lam_b, max_iter=2)
+    P, mu, b = m.user_factors_, m.global_mean_, m.user_bias_
+    for i in range(train.n_items):
+        rows = np.flatnonzero(train.items == i)
+        u = train.users[rows]
+        X = np.column_stack([np.ones(len(u)), P[u]])
+        pen = np.diag(np.sqrt([lam_b, lam, lam, lam]))
+        A = np.vstack([X, pen])
+        rhs = np.concatenate([train.ratings[rows] - mu - b[u], np.zeros(4)])
+        sol = np.linalg.lstsq(A, rhs, rcond=None)[0]
+        np.testing.assert_allclose(np.r_[m.item_bias_[i], m.item_factors_[i]], sol, atol=1e-9)
+    pred = m.predict(train)
+    expected = (np.sum((train.ratings - pred) ** 2)
+                + lam * (np.sum(P**2) + np.sum(m.item_factors_**2))
+                + lam_b * (np.sum(b**2) + np.sum(m.item_bias_**2)))
+    assert m.history_["objective"][-1] == pytest.approx(expected, rel=1e-10)
+
+
 @pytest.mark.parametrize("scale", SCALES)
 def test_objective_matches_formula(small_low_rank, scale):
     train, _ = small_low_rank

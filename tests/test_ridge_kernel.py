@@ -43,6 +43,20 @@ def test_cholesky_matches_least_squares_with_row_penalties_and_weights():
                                _reference(M, Y, reg, weights), atol=1e-10)
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_per_coordinate_penalty_matches_least_squares(solver):
+    M, Y, rng = _problem(k=4)
+    reg = rng.uniform(0.5, 2.0, M.shape[0])
+    scale = np.array([0.01, 1.0, 2.0, 5.0])
+    got = ridge_rows(M.indptr, M.indices, M.data, Y, reg, reg_scale=scale, solver=solver,
+                     cg_steps=4)
+    # scaling coordinate a by 1/sqrt(s_a) turns the penalty back into a plain ridge
+    ref = _reference(M, Y / np.sqrt(scale), reg) / np.sqrt(scale)
+    np.testing.assert_allclose(got, ref, atol=1e-8)
+    with pytest.raises(ValueError, match="reg_scale"):
+        ridge_rows(M.indptr, M.indices, M.data, Y, reg, reg_scale=[1.0, 2.0])
+
+
 def test_empty_rows_get_zero_and_scalar_reg_broadcasts():
     M, Y, _ = _problem(density=0.05)
     empty = np.diff(M.indptr) == 0

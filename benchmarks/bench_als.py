@@ -1,0 +1,208 @@
+"""mflib's ALS beside Spark MLlib ALS, and the biased-ALS accuracy target on ml-100k u1.
+
+    python -m benchmarks.bench_als                  (ml-100k u1 + 10M synthetic, ranks 10 64 128)
+    python -m benchmarks.bench_als --skip-synthetic (ml-100k only)
+    python -m benchmarks.bench_als --tune-only      (only the u1 tuning target)
+
+Speed. Both libraries fit ``r ~ p_u . q_i`` with the weighted-lambda penalty
+``sum (r - p.q)^2 + lambda (sum n_u |p_u|^2 + sum n_i |q_i|^2)`` (Spark's ``regParam``
+is this lambda; mflib ``ALS(use_bias=False, regularization_scale="weighted")``), at the
+same rank, lambda, iterations and split. Spark runs ``local[2]`` in its own environment
+(``benchmarks/.venvs/spark``, built on first use) on the very CSV files mflib fits.
+mflib's seconds per epoch is solver time (evaluation excluded) / epochs; Spark's is its
+``fit`` time / iterations (Spark has no per-iteration clock, so this includes its job
+set-up). RMSE is computed on test pairs whose user and item both occur in training
+(Spark's ``coldStartStrategy="drop"``), for both.
+
+Accuracy target. Biased ALS (weighted lambda) is tuned on a validation split carved from
+u1.base (10% of it, random), refitted on all of u1.base with the chosen settings, and
+scored once on u1.test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.common import machine_line, peer_python, print_table
+from mflib import ALS, load_predefined_split, make_low_rank, make_split
+from mflib.metrics import rmse
+
+SPARK_REQUIREMENTS = ["pyspark==3.5.3"]
+
+SPARK_SCRIPT = r"""
+import json, sys, time
+from pyspark.sql import SparkSession
+from pyspark.ml.recommendation import ALS
+from pyspark.ml.evaluation import RegressionEvaluator
+
+cfg = json.loads(sys.argv[1])
+spark = (SparkSession.builder.master("local[2]").appName("bench_als")
+         .config("spark.driver.memory", cfg["memory"])
+         .config("spark.ui.enabled", "false").getOrCreate())
+spark.sparkContext.setLogLevel("ERROR")
+schema = "u INT, i INT, r FLOAT"
+train = spark.read.csv(cfg["train"], schema=schema).cache()
+test = spark.read.csv(cfg["test"], schema=schema).cache()
+train.count(); test.count()
+evaluator = RegressionEvaluator(metricName="rmse", labelCol="r", predictionCol="prediction")
+for rank in cfg["ranks"]:
+    als = ALS(rank=rank, maxIter=cfg["iters"], regParam=cfg["reg"], userCol="u", itemCol="i",
+              ratingCol="r", coldStartStrategy="drop", seed=cfg["seed"], nonnegative=False)
+    t0 = time.perf_counter()
+    model = als.fit(train)
+    model.userFactors.count(); model.itemFactors.count()  # force the lazy work
+    seconds = time.perf_counter() - t0
+    score = evaluator.evaluate(model.transform(test))
+    print(json.dumps({"rank": rank, "fit_seconds": seconds, "rmse": score}), flush=True)
+spark.stop()
+"""
+
+
+def write_csv(rm, path: Path) -> None:
+    """Inner (user, item) indices and ratings; both libraries read the same file."""
+    pd.DataFrame({"u": rm.users, "i": rm.items, "r": rm.ratings}).to_csv(
+        path, header=False, index=False, float_format="%.6g")
+
+
+def run_spark(train, test, ranks, args, tmp: Path, tag: str) -> dict[int, dict]:
+    py = peer_python("spark", SPARK_REQUIREMENTS)
+    paths = {part: tmp / f"{tag}_{part}.csv" for part in ("train", "test")}
+    write_csv(train, paths["train"])
+    write_csv(test, paths["test"])
+    cfg = {"train": str(paths["train"]), "test": str(paths["test"]), "ranks": list(ranks),
+           "iters": args.iters, "reg": args.reg, "seed": args.seed, "memory": args.spark_memory}
+    out = subprocess.run([str(py), "-c", SPARK_SCRIPT, json.dumps(cfg)], check=True,
+                         capture_output=True, text=True)
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    return {row["rank"]: row for row in rows}
+
+
+def known_pairs(train, test):
+    """The test ratings whose user and item occur in training (what Spark scores)."""
+    seen_u = train.user_counts() > 0
+    seen_i = train.item_counts() > 0
+    return test.take(seen_u[test.users] & seen_i[test.items])
+
+
+def run_mflib(train, test, rank, args, solver="cholesky") -> dict:
+    model = ALS(n_factors=rank, regularization=args.reg, regularization_scale="weighted",
+                use_bias=False, max_iter=args.iters, tol=0.0, solver=solver,
+                cg_steps=args.cg_steps, random_state=args.seed, verbose=0)
+    model.fit(train)
+    times = np.diff(np.r_[0.0, model.history_["time"]])
+    return {"seconds": float(model.history_["time"][-1] / model.n_iter_),
+            "median_epoch": float(np.median(times)),
+            "rmse": rmse(test.ratings, model.predict(test))}
+
+
+def speed_table(name, train, test, args, tmp) -> list[dict]:
+    test = known_pairs(train, test)
+    spark = {} if args.skip_spark else run_spark(train, test, args.ranks, args, tmp, name)
+    rows = []
+    for rank in args.ranks:
+        solvers = ["cholesky"] + (["cg"] if rank >= args.cg_from_rank else [])
+        for solver in solvers:
+            ours = run_mflib(train, test, rank, args, solver)
+            row = {"data": name, "ratings": train.nnz, "rank": rank, "mflib solver": solver,
+                   "mflib s/epoch": ours["seconds"], "mflib median epoch s": ours["median_epoch"],
+                   "mflib RMSE": ours["rmse"]}
+            if rank in spark:
+                theirs = spark[rank]
+                row.update({"spark s/iter": theirs["fit_seconds"] / args.iters,
+                            "spark RMSE": theirs["rmse"],
+                            "speed-up": theirs["fit_seconds"] / args.iters / ours["seconds"],
+                            "RMSE diff": ours["rmse"] - theirs["rmse"]})
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
+def tune_u1(args) -> pd.DataFrame:
+    """Biased ALS: pick (rank, lambda) on a validation split of u1.base; score on u1.test."""
+    u1 = load_predefined_split("ml-100k", "u1")
+    inner = make_split(u1.train, "random", test_size=0.1, random_state=args.seed)
+    rows = []
+    for rank, lam in itertools.product(args.tune_ranks, args.tune_regs):
+        model = ALS(n_factors=rank, regularization=lam, regularization_scale="weighted",
+                    bias_regularization=args.tune_bias_reg, max_iter=args.tune_iters,
+                    random_state=args.seed, verbose=0).fit(inner.train)
+        rows.append({"rank": rank, "regularization": lam,
+                     "val_rmse": rmse(inner.test.ratings, model.predict(inner.test, clip=True))})
+    grid = pd.DataFrame(rows)
+    best = grid.loc[grid["val_rmse"].idxmin()]
+    model = ALS(n_factors=int(best["rank"]), regularization=float(best["regularization"]),
+                regularization_scale="weighted", bias_regularization=args.tune_bias_reg,
+                max_iter=args.tune_iters, random_state=args.seed, verbose=0).fit(u1.train)
+    grid["chosen"] = grid.index == grid["val_rmse"].idxmin()
+    grid["u1.test RMSE (chosen, refit on u1.base)"] = np.where(
+        grid["chosen"], rmse(u1.test.ratings, model.predict(u1.test, clip=True)), np.nan)
+    return grid
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ranks", type=int, nargs="+", default=[10, 64, 128])
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--reg", type=float, default=0.1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cg-steps", type=int, default=3)
+    ap.add_argument("--cg-from-rank", type=int, default=64)
+    ap.add_argument("--synthetic-iters", type=int, default=3,
+                    help="iterations on the 10M matrix (both libraries)")
+    ap.add_argument("--skip-synthetic", action="store_true")
+    ap.add_argument("--skip-spark", action="store_true")
+    ap.add_argument("--spark-memory", default="8g")
+    ap.add_argument("--tune-only", action="store_true")
+    ap.add_argument("--skip-tune", action="store_true")
+    ap.add_argument("--tune-ranks", type=int, nargs="+", default=[20, 50, 100])
+    ap.add_argument("--tune-regs", type=float, nargs="+", default=[0.08, 0.1, 0.12, 0.14])
+    ap.add_argument("--tune-bias-reg", type=float, default=0.01)
+    ap.add_argument("--tune-iters", type=int, default=20)
+    ap.add_argument("--out", default="benchmarks/results/bench_als.md")
+    args = ap.parse_args(argv)
+
+    print(machine_line(), "| load average", os.getloadavg(), flush=True)
+    sections = []
+    if not args.skip_tune:
+        grid = tune_u1(args)
+        sections.append(print_table(grid, "Biased ALS tuned on a validation split of u1.base"))
+    if not args.tune_only:
+        # compile (or load cached) kernels before timing anything
+        warm, _ = make_low_rank(50, 40, 2, 0.3, random_state=0)
+        for solver in ("cholesky", "cg"):
+            ALS(n_factors=2, max_iter=1, solver=solver, verbose=0).fit(warm)
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            u1 = load_predefined_split("ml-100k", "u1")
+            rows += speed_table("ml-100k u1", u1.train, u1.test, args, Path(tmp))
+            if not args.skip_synthetic:
+                t0 = time.perf_counter()
+                rm, _ = make_low_rank(70_000, 10_000, 10, 10_000_000 / 7e8, noise=0.5,
+                                      random_state=args.seed)
+                split = make_split(rm, "random", test_size=0.1, random_state=args.seed)
+                print(f"synthetic data: {rm.nnz} ratings in {time.perf_counter() - t0:.1f} s",
+                      flush=True)
+                args.iters = args.synthetic_iters
+                rows += speed_table("synthetic 70k x 10k", split.train, split.test, args,
+                                    Path(tmp))
+        sections.append(print_table(pd.DataFrame(rows), "ALS seconds per epoch and RMSE"))
+    print("load average after:", os.getloadavg())
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        text = [machine_line()]
+        text += [df.to_markdown(index=False, floatfmt=".4g") for df in sections]
+        Path(args.out).write_text("\n\n".join(text) + "\n")
+
+
+if __name__ == "__main__":
+    main()
