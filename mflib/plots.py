@@ -73,3 +73,28 @@ def plot_activity(rm, axes=None):
     axes[0].figure.suptitle(f"{rm.name}: activity (log-log)")
     axes[0].figure.tight_layout()
     return axes
+
+
+def plot_lambda_path(path, axes=None, *, title=None):
+    """RMSE (train and validation) and rank against ``lambda`` on a log axis.
+
+    ``path`` is the DataFrame of :func:`mflib.soft_impute_path`; the selected ``lambda``
+    is marked by a dashed line.
+    """
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for column in ("train_rmse", "val_rmse"):
+        axes[0].plot(path["lambda"], path[column], marker=".", label=column)
+    axes[1].plot(path["lambda"], path["rank"], marker=".", color="tab:green")
+    for ax, label in zip(axes, ("RMSE", "rank"), strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("lambda")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+        if "selected" in path and path["selected"].any():
+            ax.axvline(path.loc[path["selected"], "lambda"].iloc[0], ls="--", color="gray")
+    axes[0].legend(fontsize="small")
+    if title:
+        axes[0].figure.suptitle(title)
+    axes[0].figure.tight_layout()
+    return axes

@@ -12,11 +12,13 @@ SoftImpute (Mazumder, Hastie & Tibshirani 2010) iterates
 ``Z <- S_lambda(P_Omega(X) + P_Omega_perp(Z))``, with ``S_lambda`` soft-thresholding of
 the singular values. The matrix inside is ``M = S + Z`` with ``S = P_Omega(X - Z)``
 sparse, so it is only ever applied as an operator (:mod:`mflib.kernels.lowrank`).
-Its truncated SVD is taken on a warm-started subspace: one block power step
-``Q = orth([M W, U])`` followed by Rayleigh-Ritz, ``Q^T M = U_b Sigma V_b^T``. Because
-``span(Q)`` contains the current ``U``, the current ``Z`` is feasible for the subspace
-problem and the step minimises the majorizer of (1) over it exactly; the objective
-therefore never rises, however rough the subspace.
+Its truncated SVD is taken on a warm-started subspace, alternating sides: with
+``W`` orthonormal and ``span(W)`` containing the current row space, ``M W =
+L Sigma R^T`` gives the exact SVD of ``M W W^T`` (and the next step does the same
+with ``M^T Q`` on the column side), i.e. block power iteration with Rayleigh-Ritz
+and one sparse product per step. Because the subspace contains the current ``Z``,
+``Z`` is feasible for the subspace problem and the step minimises the majorizer of
+(1) over it exactly: the objective never rises, however rough the subspace.
 
 softImpute-ALS (Hastie, Mazumder, Lee & Zadeh 2015) minimises the equivalent
 ``1/2 |P_Omega(X - A B^T)|^2 + lambda/2 (|A|^2 + |B|^2)`` over ``A = U D``, ``B = V D``
@@ -196,6 +198,7 @@ class SoftImputeState(FactorState):
     scales: object = None  # softImpute-ALS: D with A = U D, B = V D (s = D^2)
     residuals: object = None  # P_Omega(X - Z) on the observed cells, pattern order
     n_steps: int = 0
+    grown_at: int = 0  # step at which the working subspace last grew
     seed: int = 0
     problem: object = None
 
@@ -359,6 +362,12 @@ class SoftImpute(_NuclearNormCompletion):
         state.set_factors(*warm)
         width = min(max(warm[1].shape[0] + self.rank_margin, self.init_rank), n_users, n_items)
         state.subspace = self._fill_subspace(xp, warm[2], width, seed, 0)
+        if warm[1].shape[0] == 0 and self.algorithm == "subspace":
+            # cold start: one power step on M = P_Omega(X) turns the random start into
+            # a rough top subspace, so the first step already finds directions
+            S = with_values(problem.pattern, problem.observed)
+            rough = _orthonormal(xp, S.T @ _orthonormal(xp, S @ state.subspace))
+            state.subspace = rough
         return state
 
     @staticmethod
@@ -387,11 +396,18 @@ class SoftImpute(_NuclearNormCompletion):
         state.set_factors(U, s, V)
         state.n_steps += 1
         n_users, n_items = problem.shape
-        # a subspace whose every direction survived may be too small: double it
-        saturated = n_above == sigma.shape[0]
-        width = max(2 * rank, rank + self.rank_margin) if saturated else rank + self.rank_margin
+        # a subspace whose every direction survived may be too small: double it. New
+        # (random) directions need a power step on each side before they can survive,
+        # so the width is held for two steps after growing.
+        width = rank + self.rank_margin
+        if n_above == sigma.shape[0]:
+            width, state.grown_at = max(width, 2 * rank), state.n_steps
+        elif state.n_steps - state.grown_at <= 2:
+            width = max(width, sigma.shape[0])
         width = min(width, self.max_rank + self.rank_margin, n_users, n_items)
-        state.subspace = self._fill_subspace(xp, right, width, state.seed, state.n_steps)
+        # the next step restricts the other side: it needs the basis holding U (or V)
+        basis = left if state.n_steps % 2 else right
+        state.subspace = self._fill_subspace(xp, basis, width, state.seed, state.n_steps)
         metrics = {
             "objective": nuclear_objective(state.residuals, s, lam),
             "rank": rank,
@@ -404,15 +420,23 @@ class SoftImpute(_NuclearNormCompletion):
         return metrics
 
     def _subspace_svd(self, state):
-        """SVD of ``M = S + Z`` restricted to ``Q = orth([M W, U])``: (Q U_b, Sigma, V_b)."""
+        """SVD of ``M = S + Z`` restricted to a warm subspace that contains the current Z.
+
+        Even steps restrict the row space to ``span(W)`` with ``W ⊇ V``: ``M W`` is
+        ``left diag(sigma) rot^T`` and ``right = W rot``. Odd steps restrict the column
+        space to ``span(Q)`` with ``Q ⊇ U`` through ``M^T Q``. The two alternate, which
+        is block power iteration with one sparse product per step.
+        """
         xp, problem = state.problem.xp, state.problem
         S = with_values(problem.pattern, state.residuals)
-        U, s, V = state.left, state.singular_values, state.right
-        Y = splr_matmat(S, U, s, V, state.subspace)
-        Q = _orthonormal(xp, xp.concatenate([Y, U], axis=1))
-        Bt = splr_rmatmat(S, U, s, V, Q)  # (Q^T M)^T, shape (n_items, k)
-        right, sigma, left_t = xp.linalg.svd(Bt, full_matrices=False)
-        return Q @ left_t.T, sigma, right
+        U, s, V, basis = state.left, state.singular_values, state.right, state.subspace
+        if state.n_steps % 2 == 0:
+            left, sigma, rot_t = xp.linalg.svd(splr_matmat(S, U, s, V, basis),
+                                               full_matrices=False)
+            return left, sigma, basis @ rot_t.T
+        right, sigma, rot_t = xp.linalg.svd(splr_rmatmat(S, U, s, V, basis),
+                                            full_matrices=False)
+        return basis @ rot_t.T, sigma, right
 
     def _dense_svd(self, state):
         """Full SVD of the dense ``P_Omega(X) + P_Omega_perp(Z)`` (small problems only)."""
