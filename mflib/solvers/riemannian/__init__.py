@@ -7,7 +7,7 @@ apart, so each can be swapped or tested on its own.
 
 from .completion import Evaluation, VariableProjectionProblem
 from .line_search import ArmijoLineSearch, LineSearchFailed, barzilai_borwein_step
-from .manifolds import Grassmann
+from .manifolds import Grassmann, time_retractions
 from .optimizers import (
     DANE,
     RAGD,
@@ -17,11 +17,15 @@ from .optimizers import (
     RSVRG,
     Catalyst,
     EuclideanGD,
+    PathRecorder,
     ProximalObjective,
     dane_worker_gradient,
     dane_worker_solve,
+    fit_models,
     partition_users,
     solve_proximal,
+    summary_table,
+    trajectory_pca,
     variance_reduced_epoch,
 )
 
@@ -38,12 +42,17 @@ __all__ = [
     "ProximalObjective",
     "Evaluation",
     "Grassmann",
+    "PathRecorder",
     "LineSearchFailed",
     "VariableProjectionProblem",
     "barzilai_borwein_step",
     "dane_worker_gradient",
     "dane_worker_solve",
+    "fit_models",
     "partition_users",
     "solve_proximal",
+    "summary_table",
+    "time_retractions",
+    "trajectory_pca",
     "variance_reduced_epoch",
 ]

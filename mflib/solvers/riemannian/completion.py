@@ -144,7 +144,8 @@ class VariableProjectionProblem:
         sub = self.matrix[users]
         W = ridge_rows(sub.indptr, sub.indices, sub.data, U, self.ridge)
         rows = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(sub.indptr))
-        residuals = sub.data - pair_dots(W, U, rows, sub.indices.astype(np.int64))
+        # minibatches are small: a NumPy gather is cheaper than a parallel-kernel launch
+        residuals = sub.data - np.einsum("ij,ij->i", W[rows], U[sub.indices])
         residual_matrix = sp.csr_matrix((residuals, sub.indices, sub.indptr), shape=sub.shape)
         G = -(residual_matrix.T @ (W * weights[:, None])) / self.nnz
         return self.manifold.projection(U, G)

@@ -164,3 +164,34 @@ class Grassmann:
     def same_subspace(self, a, b, atol: float = 1e-8) -> bool:
         """True when ``a`` and ``b`` span the same subspace (up to ``atol``)."""
         return bool(np.linalg.norm(a @ (a.T @ b) - b) <= atol * max(1.0, np.linalg.norm(b)))
+
+
+def time_retractions(manifold: Grassmann, rng, n_calls: int = 20, step: float = 0.5):
+    """Seconds per call of each retraction and of ``exp`` on random unit tangent
+    vectors scaled by ``step``, with the orthonormality error and the distance to
+    ``exp`` (the first-order agreement) of the last call.
+
+    Returns
+    -------
+    pandas.DataFrame, one row per map.
+    """
+    import time  # noqa: PLC0415
+
+    import pandas as pd  # noqa: PLC0415
+
+    U = manifold.random_point(rng)
+    xis = [step * manifold.random_tangent(U, rng) for _ in range(check_positive_int(n_calls,
+                                                                                    "n_calls"))]
+    rows = []
+    for name in (*RETRACTIONS, "exp"):
+        move = manifold.exp if name == "exp" else (
+            lambda p, v, _m=name: manifold.retraction(p, v, _m))
+        move(U, xis[0])  # warm-up (first LAPACK call)
+        t0 = time.perf_counter()
+        for xi in xis:
+            Y = move(U, xi)
+        seconds = (time.perf_counter() - t0) / n_calls
+        rows.append({"map": name, "ms_per_call": 1e3 * seconds,
+                     "orthonormality_error": float(np.linalg.norm(Y.T @ Y - np.eye(manifold.k))),
+                     "dist_to_exp": manifold.dist(Y, manifold.exp(U, xis[-1]))})
+    return pd.DataFrame(rows)

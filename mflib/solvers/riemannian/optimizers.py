@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from threadpoolctl import threadpool_limits
 
 from ...base import FactorizationEstimator, FactorState
 from ...fitting import StopFit
@@ -286,6 +287,16 @@ class _GrassmannEstimator(FactorizationEstimator):
 
     _contract_params = {"n_factors": 2, "max_iter": 3, "random_state": 0}
 
+    def fit(self, X, y=None, *, eval_set=None):
+        """Fit (see :meth:`FactorizationEstimator.fit`) with BLAS limited to one thread.
+
+        The dense work here is on (n_items, k) and (k, k) matrices, for which OpenBLAS's
+        threads cost far more than they save (10-30x slower on a loaded 2-core machine,
+        and nested inside numba's parallel ridge kernel); the heavy loops are numba's.
+        """
+        with threadpool_limits(limits=1, user_api="blas"):
+            return super().fit(X, y, eval_set=eval_set)
+
     def _check_common(self, train):
         check_positive_int(self.n_factors, "n_factors")
         check_positive(self.regularization, "regularization")
@@ -350,6 +361,7 @@ class _GrassmannEstimator(FactorizationEstimator):
         if gradient is None:
             gradient = problem.riemannian_gradient(U, evaluation)
         state.item_factors, state.evaluation = U, evaluation
+        self._current_point = U  # for callbacks such as PathRecorder
         state.user_factors, state.value, state.gradient = (evaluation.user_factors,
                                                            evaluation.value, gradient)
         return {"objective": evaluation.value,
@@ -382,6 +394,7 @@ class _GrassmannEstimator(FactorizationEstimator):
         state.evaluation = None
         super()._finalize(state)
         del self._problem, self._rng
+        self.__dict__.pop("_current_point", None)
 
 
 _COMMON_DOC = """
@@ -982,6 +995,7 @@ class EuclideanGD(_GrassmannEstimator):
         state.value, state.step_size = res.value, res.step
         state.gradient = self._gradient(res.point, res.payload)
         self._unpack_into(state, res.point)
+        self._current_point = state.item_factors
         return {"objective": res.value, "grad_norm": float(np.linalg.norm(state.gradient)),
                 "step_size": res.step, "evaluations": res.n_evaluations}
 
@@ -989,8 +1003,67 @@ class EuclideanGD(_GrassmannEstimator):
         state.gradient = None
         FactorizationEstimator._finalize(self, state)
         del self._problem, self._ratings, self._shapes
+        self.__dict__.pop("_current_point", None)
 
 
 def pair_dots_rows(W, U, problem):
     """``w_u . U_i`` for every stored rating of ``problem`` (CSR order)."""
     return pair_dots(W, U, problem._rows, problem._indices)
+
+
+# ====================================================================== notebook helpers
+class PathRecorder:
+    """Callback keeping every iterate ``U`` of a Grassmann estimator (``points``), for
+    pictures of the optimisation path; memory is ``n_items * k`` floats per iteration."""
+
+    def __init__(self):
+        self.points: list[np.ndarray] = []
+
+    def __call__(self, iteration, metrics, model):
+        self.points.append(model._current_point.copy())
+
+
+def trajectory_pca(points, n_components: int = 2) -> np.ndarray:
+    """Coordinates (len(points), n_components) of a path on Gr(n, k) for plotting.
+
+    Each representative is rotated onto the last point (orthogonal Procrustes,
+    ``U O`` with ``O = polar(U^T U_last)``), so the coordinates depend on the
+    subspaces only; then ordinary PCA of the flattened aligned matrices.
+    """
+    last = points[-1]
+    aligned = []
+    for U in points:
+        a, _, bt = np.linalg.svd(U.T @ last)
+        aligned.append((U @ (a @ bt)).ravel())
+    X = np.asarray(aligned)
+    X = X - X.mean(axis=0)
+    left, s, _ = np.linalg.svd(X, full_matrices=False)
+    return left[:, :n_components] * s[:n_components]
+
+
+def fit_models(models: dict, split) -> dict:
+    """Fit every model on ``split.train`` with ``eval_set=split.validation``; returns the
+    same dict (fitted)."""
+    for model in models.values():
+        model.fit(split.train, eval_set=split.validation)
+    return models
+
+
+def summary_table(models: dict):
+    """One row per fitted model: final objective and gradient norm, best and final
+    validation RMSE, iterations, solver seconds, user-gradients, stop reason; sorted by
+    best validation RMSE."""
+    import pandas as pd  # noqa: PLC0415
+
+    rows = []
+    for name, m in models.items():
+        h = m.history_
+        last = h[len(h) - 1]
+        rows.append({"model": name, "objective": last.get("objective", np.nan),
+                     "grad_norm": last.get("grad_norm", np.nan),
+                     "best_val_rmse": float(np.nanmin(h["val_rmse"])),
+                     "final_val_rmse": last["val_rmse"], "iterations": m.n_iter_,
+                     "seconds": last["time"],
+                     "user_gradients": last.get("user_gradients", np.nan),
+                     "stop_reason": m.stop_reason_})
+    return pd.DataFrame(rows).sort_values("best_val_rmse").reset_index(drop=True)
