@@ -172,6 +172,22 @@ def test_clip_norm_in_history(small_low_rank):
     assert "n_clipped" not in SVRG(**kw).fit(rm).history_
 
 
+def test_float32_fit(small_low_rank):
+    rm, _ = small_low_rank
+    kw = dict(n_factors=3, max_iter=5, batch_size=16, learning_rate=0.02, random_state=0,
+              verbose=0)
+    m32 = SVRG(dtype="float32", **kw).fit(rm)
+    m64 = SVRG(**kw).fit(rm)
+    assert m32.item_factors_.dtype == np.float32
+    np.testing.assert_allclose(m32.history_["objective"], m64.history_["objective"], rtol=1e-4)
+
+
+def test_kernel_refuses_a_short_order(tiny):
+    rm, params = tiny
+    with pytest.raises(ValueError, match="n_steps \\* batch_size"):
+        _run_kernel(rm, params, np.arange(rm.nnz), 4, rm.nnz, 0.1)
+
+
 def test_same_seed_same_fit(small_low_rank):
     rm, _ = small_low_rank
     kw = dict(n_factors=3, max_iter=3, batch_size=16, verbose=0)

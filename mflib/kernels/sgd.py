@@ -179,18 +179,20 @@ def svrg_epoch(users, items, ratings, order, batch_size, n_steps, mu,
 
     ``clip_norm > 0`` rescales a touched row's minibatch correction
     ``sum_B (grad l_j(theta) - grad l_j(snap))`` over (bias, factors) to that norm when it
-    is longer. The ``acc_*`` buffers must be zero and the ``*_seen`` arrays zero on entry;
-    the buffers are left zero. Returns the number of clipped row updates.
+    is longer. ``order`` must hold at least ``n_steps * batch_size`` rating indices (every
+    batch is full). The ``acc_*`` buffers must be zero and the ``*_seen`` arrays zero on
+    entry; the buffers are left zero. Returns the number of clipped row updates.
     """
+    if order.shape[0] < n_steps * batch_size:
+        raise ValueError("svrg_epoch: order must hold n_steps * batch_size rating indices")
     k = P.shape[1]
     lam = regularization
     eta = learning_rate
     drift = eta * batch_size  # step length applied to the full-gradient term g
-    n_total = order.shape[0]
     n_clipped = 0
     for t in range(n_steps):
         start = t * batch_size
-        stop = min(n_total, start + batch_size)
+        stop = start + batch_size
         n_users_touched = 0
         n_items_touched = 0
         # 1. bring touched rows up to date and list them (each once)

@@ -409,7 +409,8 @@ class SVRG(_StochasticMF):
         return int(self.inner_steps)
 
     def _order(self, state, nnz: int, n_steps: int) -> np.ndarray:
-        """Concatenated fresh permutations covering ``n_steps`` batches."""
+        """Concatenated fresh permutations covering ``n_steps`` full batches (a batch
+        that straddles two permutations takes the first ratings of the next one)."""
         need = n_steps * self.batch_size
         parts = [state.rng.permutation(nnz) for _ in range(-(-need // nnz))]
         return np.concatenate(parts)[:need] if len(parts) > 1 else parts[0][:need]
