@@ -37,7 +37,7 @@ from benchmarks.common import machine_line, peer_python, print_table
 from mflib import ALS, load_predefined_split, make_low_rank, make_split
 from mflib.metrics import rmse
 
-SPARK_REQUIREMENTS = ["pyspark==3.5.3"]
+SPARK_REQUIREMENTS = ["pyspark==3.5.3", "numpy<2"]  # pyspark.ml imports numpy
 
 SPARK_SCRIPT = r"""
 import json, sys, time
@@ -76,13 +76,15 @@ def write_csv(rm, path: Path) -> None:
 
 def run_spark(train, test, ranks, args, tmp: Path, tag: str) -> dict[int, dict]:
     py = peer_python("spark", SPARK_REQUIREMENTS)
-    paths = {part: tmp / f"{tag}_{part}.csv" for part in ("train", "test")}
+    paths = {part: tmp / f"{tag.replace(' ', '_')}_{part}.csv" for part in ("train", "test")}
     write_csv(train, paths["train"])
     write_csv(test, paths["test"])
     cfg = {"train": str(paths["train"]), "test": str(paths["test"]), "ranks": list(ranks),
            "iters": args.iters, "reg": args.reg, "seed": args.seed, "memory": args.spark_memory}
-    out = subprocess.run([str(py), "-c", SPARK_SCRIPT, json.dumps(cfg)], check=True,
+    out = subprocess.run([str(py), "-c", SPARK_SCRIPT, json.dumps(cfg)],
                          capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"Spark ALS failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
     rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     return {row["rank"]: row for row in rows}
 
@@ -152,7 +154,7 @@ def tune_u1(args) -> pd.DataFrame:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ranks", type=int, nargs="+", default=[10, 64, 128])
-    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--iters", type=int, default=15)
     ap.add_argument("--reg", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cg-steps", type=int, default=3)
