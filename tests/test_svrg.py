@@ -65,7 +65,7 @@ def dense_vr_gradient(rm, params, snap, full, batch, lam=LAM):
 def reference_inner_loop(rm, params, order, batch_size, n_steps, lr, lam=LAM, clip=0.0):
     """SVRG inner loop updating every row at every step (no laziness), in NumPy."""
     snap = [a.copy() for a in params]
-    full = full_gradient(_state(rm, snap), lam, compute_residuals(_state(rm, snap)))
+    full = full_gradient(_state(rm, snap), lam)
     theta = [a.copy() for a in params]
     for t in range(n_steps):
         batch = order[t * batch_size : (t + 1) * batch_size]
@@ -87,8 +87,8 @@ def reference_inner_loop(rm, params, order, batch_size, n_steps, lr, lam=LAM, cl
 def _run_kernel(rm, params, order, batch_size, n_steps, lr, lam=LAM, clip=0.0):
     state = _state(rm, params)
     snap = state.copy()
-    resid = compute_residuals(state).copy()
-    g = full_gradient(state, lam, resid)
+    g = full_gradient(state, lam)
+    resid = state.workspace.residuals.copy()
     nu, ni, k = rm.n_users, rm.n_items, params[2].shape[1]
     ws = state.workspace
     n_clipped = kernels.svrg_epoch(
@@ -112,14 +112,14 @@ def test_full_gradient_matches_finite_differences(tiny):
     eps = 1e-6
     fd = np.array([(f(x0 + eps * e) - f(x0 - eps * e)) / (2 * eps) for e in np.eye(len(x0))])
     s = _state(rm, params)
-    g = _flat(full_gradient(s, LAM, compute_residuals(s)))
+    g = _flat(full_gradient(s, LAM))
     np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9)
 
 
 def test_variance_reduced_gradient_at_snapshot_is_full_gradient(tiny):
     rm, params = tiny
     s = _state(rm, params)
-    full = full_gradient(s, LAM, compute_residuals(s))
+    full = full_gradient(s, LAM)
     batch = np.array([0, 3, 4, 9])
     v = dense_vr_gradient(rm, params, params, full, batch)
     for a, b in zip(v, full, strict=True):

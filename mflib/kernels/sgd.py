@@ -123,17 +123,22 @@ def _weighted_square_norms(bias, F, counts):
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
-def residual_products(users, items, resid, P, Q, sum_user, sum_item, EQ, EtP):
-    """Data part of the full gradient, accumulated into zeroed float64 outputs:
-    ``sum_user[u] = sum_i e_ui``, ``EQ[u] = sum_i e_ui q_i`` (and symmetrically for items),
-    i.e. ``E 1``, ``E^T 1``, ``E Q`` and ``E^T P`` for the sparse residual matrix E."""
-    for j in range(resid.shape[0]):
+def residual_products(users, items, ratings, mu, user_bias, item_bias, P, Q, resid,
+                      sum_user, sum_item, EQ, EtP):
+    """One pass over the ratings: ``resid[j] = r_j - r_hat_j`` and, accumulated into
+    zeroed float64 outputs, the data part of the full gradient ``sum_user = E 1``,
+    ``sum_item = E^T 1``, ``EQ = E Q`` and ``EtP = E^T P`` (E: the sparse residuals)."""
+    for j in range(ratings.shape[0]):
         u = users[j]
         i = items[j]
-        e = resid[j]
+        p_u, q_i, eq_u, ep_i = P[u], Q[i], EQ[u], EtP[i]
+        dot = 0.0
+        for f in range(p_u.shape[0]):
+            dot += p_u[f] * q_i[f]
+        e = ratings[j] - (mu + user_bias[u] + item_bias[i] + dot)
+        resid[j] = e
         sum_user[u] += e
         sum_item[i] += e
-        p_u, q_i, eq_u, ep_i = P[u], Q[i], EQ[u], EtP[i]
         for f in range(p_u.shape[0]):
             eq_u[f] += e * q_i[f]
             ep_i[f] += e * p_u[f]

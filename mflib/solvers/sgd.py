@@ -110,27 +110,40 @@ def objective(state: StochasticState, regularization: float, resid: np.ndarray) 
                              regularization)
 
 
-def full_gradient(state: StochasticState, regularization: float, resid: np.ndarray):
-    """Gradient of f at ``state`` from its residuals ``e``: ``g_b = (lam n_u b_u - E 1) / N``,
-    ``g_P = (lam n_u P - E Q) / N`` and symmetrically for items (E: the sparse residuals).
+def _residual_pass(state: StochasticState) -> tuple:
+    """Residuals into the workspace and the data parts ``(E 1, E^T 1, E Q, E^T P)`` of the
+    full gradient, in one pass over the ratings."""
+    ws = state.workspace
+    P, Q = state.user_factors, state.item_factors
+    parts = (np.zeros(P.shape[0]), np.zeros(Q.shape[0]), np.zeros(P.shape), np.zeros(Q.shape))
+    kernels.residual_products(ws.users, ws.items, ws.ratings, state.global_mean,
+                              state.user_bias, state.item_bias, P, Q, ws.residuals, *parts)
+    return parts
+
+
+def _assemble_gradient(state: StochasticState, regularization: float, parts) -> tuple:
+    ws = state.workspace
+    n = len(ws.ratings)
+    lam = regularization
+    e_sum_user, e_sum_item, EQ, EtP = parts
+    g_bu = (lam * ws.user_counts * state.user_bias - e_sum_user) / n
+    g_bi = (lam * ws.item_counts * state.item_bias - e_sum_item) / n
+    g_P = (lam * ws.user_counts[:, None] * state.user_factors - EQ) / n
+    g_Q = (lam * ws.item_counts[:, None] * state.item_factors - EtP) / n
+    return g_bu, g_bi, g_P, g_Q
+
+
+def full_gradient(state: StochasticState, regularization: float) -> tuple:
+    """Gradient of f at ``state``; with the residuals ``e`` (left in the workspace),
+    ``g_b = (lam n_u b_u - E 1) / N``, ``g_P = (lam n_u P - E Q) / N`` and symmetrically
+    for items, E being the sparse matrix of residuals.
 
     Returns
     -------
     (g_user_bias (n_users,), g_item_bias (n_items,), g_P (n_users, k), g_Q (n_items, k)),
     all float64.
     """
-    ws = state.workspace
-    n = resid.shape[0]
-    lam = regularization
-    P, Q = state.user_factors, state.item_factors
-    e_sum_user, e_sum_item = np.zeros(P.shape[0]), np.zeros(Q.shape[0])
-    EQ, EtP = np.zeros(P.shape), np.zeros(Q.shape)
-    kernels.residual_products(ws.users, ws.items, resid, P, Q, e_sum_user, e_sum_item, EQ, EtP)
-    g_bu = (lam * ws.user_counts * state.user_bias - e_sum_user) / n
-    g_bi = (lam * ws.item_counts * state.item_bias - e_sum_item) / n
-    g_P = (lam * ws.user_counts[:, None] * P - EQ) / n
-    g_Q = (lam * ws.item_counts[:, None] * Q - EtP) / n
-    return g_bu, g_bi, g_P, g_Q
+    return _assemble_gradient(state, regularization, _residual_pass(state))
 
 
 def _norm(parts) -> float:
@@ -191,10 +204,10 @@ class _StochasticMF(FactorizationEstimator):
 
         The residuals left in the workspace are those of the new parameters.
         """
-        resid = compute_residuals(state)
-        value = objective(state, self.regularization, resid)
-        self._check_divergence(state, value)
-        grads = full_gradient(state, self.regularization, resid)
+        parts = _residual_pass(state)
+        value = objective(state, self.regularization, state.workspace.residuals)
+        self._check_divergence(state, value)  # before NumPy touches non-finite values
+        grads = _assemble_gradient(state, self.regularization, parts)
         metrics = {"objective": value, "grad_norm": _norm(grads),
                    "step_size": self._current_step_size(state)}
         state.epoch += 1
@@ -400,7 +413,7 @@ class SVRG(_StochasticMF):
             touched_items=np.empty(self.batch_size, dtype=np.int64),
         )
         # the snapshot gradient of epoch e is the end-of-epoch gradient of epoch e-1
-        ws.extra["gradient"] = full_gradient(state, self.regularization, ws.residuals)
+        ws.extra["gradient"] = full_gradient(state, self.regularization)
         return state
 
     def _n_steps(self, nnz: int) -> int:
