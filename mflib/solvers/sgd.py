@@ -7,8 +7,9 @@ Both solvers minimise the same objective, the mean per-rating loss
 
 whose penalty touches a row once per rating of that row (as in Funk's SVD and
 Surprise's ``SVD``). The history records ``objective`` (= f), ``grad_norm`` (the norm of
-the full gradient of f), ``step_size``, ``epoch_seconds`` (the epoch kernel alone) and,
-from the fit template, ``train_rmse`` / ``val_rmse``. The hot loops live in
+the full gradient of f, computed after each epoch), ``step_size``, ``epoch_seconds``
+(the epoch alone: shuffling and the kernel, without that bookkeeping) and, from the fit
+template, ``train_rmse`` / ``val_rmse``. The hot loops live in
 :mod:`mflib.kernels.sgd`; CPU only.
 """
 
@@ -432,12 +433,12 @@ class SVRG(_StochasticMF):
         ws, ex = state.workspace, state.workspace.extra
         nnz = len(ws.ratings)
         n_steps = self._n_steps(nnz)
+        t0 = time.perf_counter()
         order = self._order(state, nnz, n_steps)
         # snapshot: the current parameters; the workspace holds their residuals and
         # full gradient (left there by the previous epoch or by _init_state)
         snap = state.copy()
         g_bu, g_bi, g_P, g_Q = ex["gradient"]
-        t0 = time.perf_counter()
         n_clipped = kernels.svrg_epoch(
             ws.users, ws.items, ws.ratings, order, self.batch_size, n_steps,
             state.global_mean, state.user_bias, state.item_bias, state.user_factors,
