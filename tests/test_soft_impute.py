@@ -8,11 +8,14 @@ import scipy.sparse as sp
 
 from mflib import BiasBaseline, SoftImpute, SoftImputeALS, make_low_rank, make_split
 from mflib.backend import DeviceError, gpu_available, gpu_unavailable_reason
+from mflib.kernels import pair_dots
 from mflib.kernels.lowrank import (
     low_rank_on_pairs,
     observed_pattern,
     residual_matrix,
+    residuals_on_pairs,
     sparse_plus_low_rank,
+    thin_svd,
 )
 from mflib.solvers.soft_impute import (
     center_ratings,
@@ -86,6 +89,39 @@ def test_sparse_plus_low_rank_operator_matches_dense():
     np.testing.assert_allclose(np.sort(top), np.linalg.svd(dense, compute_uv=False)[1::-1],
                                rtol=1e-8)
     np.testing.assert_allclose(low_rank_on_pairs(U * s, V, u, i), Z[u, i], atol=1e-12)
+
+
+def test_fused_residual_kernel_matches_pair_dots():
+    rng = np.random.default_rng(3)
+    P, Q = rng.standard_normal((50, 7)), rng.standard_normal((40, 7))
+    users, items = rng.integers(0, 50, 500), rng.integers(0, 40, 500)
+    observed = rng.standard_normal(500)
+    expected = observed - pair_dots(P, Q, users, items)
+    np.testing.assert_allclose(residuals_on_pairs(P, Q, users, items, observed), expected,
+                               rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(
+        residuals_on_pairs(P, Q, users.astype(np.int32), items.astype(np.int32), observed),
+        expected, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("decay", [0.5, 0.9])
+def test_tall_gram_svd_matches_lapack(decay):
+    rng = np.random.default_rng(4)
+    m, k = 5000, 30  # tall enough for the Gram path
+    sigma = 100.0 * decay ** np.arange(k)
+    sigma[-3:] = 0.0  # rank deficient: those directions are completed at random
+    B = np.linalg.qr(rng.standard_normal((m, k)))[0] @ np.diag(sigma) @ np.linalg.qr(
+        rng.standard_normal((k, k)))[0]
+    L, s, Rt = thin_svd(B)
+    s_ref = np.linalg.svd(B, compute_uv=False)
+    big = s_ref > 1e-6 * s_ref[0]
+    # the documented accuracy: absolute error about eps * sigma_max^2 / sigma_j
+    assert np.all(np.abs(s[big] - s_ref[big]) <= 1e-13 * s_ref[0] ** 2 / s_ref[big])
+    top = s_ref > 1e-3 * s_ref[0]
+    np.testing.assert_allclose(s[top], s_ref[top], rtol=1e-9)
+    np.testing.assert_allclose(L.T @ L, np.eye(k), atol=1e-12)
+    np.testing.assert_allclose(Rt @ Rt.T, np.eye(k), atol=1e-12)
+    np.testing.assert_allclose(L @ np.diag(s) @ Rt, B, atol=1e-8 * s_ref[0])
 
 
 # ---------------------------------------------------------------------------- solver
@@ -166,6 +202,21 @@ def test_warm_start_reproduces_cold_start(pure_low_rank, lam, reference):
     np.testing.assert_allclose(_Z(model), _Z(reference), atol=1e-5 * np.abs(_Z(reference)).max())
     # it started from the 3 * lambda answer, not from Z = 0
     assert model.history_["objective"][0] < reference.history_["objective"][0]
+
+
+def test_gram_svd_path_gives_the_lapack_path_result(monkeypatch):
+    import mflib.kernels.lowrank as lowrank
+
+    rm, _ = make_low_rank(2500, 80, 4, 0.1, noise=0.1, random_state=7)
+    kw = dict(regularization=0.2 * lambda_max(rm), max_iter=60, tol=0, verbose=0,
+              random_state=0)
+    gram = SoftImpute(**kw).fit(rm)  # 2500 x w panels take the Gram path
+    obj = gram.history_["objective"]
+    assert np.all(np.diff(obj) <= 1e-10 * obj[:-1])
+    monkeypatch.setattr(lowrank, "TALL_MIN_ROWS", 10**9)
+    lapack = SoftImpute(**kw).fit(rm)
+    np.testing.assert_allclose(obj, lapack.history_["objective"], rtol=1e-9)
+    assert gram.rank_ == lapack.rank_
 
 
 def test_rank_cap_is_reported(pure_low_rank, lam):

@@ -18,13 +18,32 @@ the arguments.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
 from .pairs import pair_dots
 
 _GPU_CHUNK = 1 << 21
+#: tall SVDs (rows > TALL_RATIO * columns and rows >= TALL_MIN_ROWS) go through the Gram
+#: matrix: 10x faster than LAPACK's gesdd on a 100000 x 105 panel with one thread
+TALL_RATIO = 8
+TALL_MIN_ROWS = 2000
+
+
+# reassociation lets LLVM vectorise the dot product: 3x faster than strict order
+@numba.njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
+def _residuals_on_pairs(left, right, users, items, observed, out):
+    k = left.shape[1]
+    for n in numba.prange(users.shape[0]):
+        u = users[n]
+        i = items[n]
+        acc = 0.0
+        for f in range(k):
+            acc += left[u, f] * right[i, f]
+        out[n] = observed[n] - acc
 
 
 def array_module(array):
@@ -80,8 +99,23 @@ def residual_matrix(pattern, observed, users, items, U, s, V):
     -------
     (S, residuals): the CSR matrix (sharing ``pattern``'s index arrays) and its values.
     """
-    residuals = observed - low_rank_on_pairs(U * s, V, users, items)
+    residuals = residuals_on_pairs(U * s, V, users, items, observed)
     return with_values(pattern, residuals), residuals
+
+
+def residuals_on_pairs(left, right, users, items, observed):
+    """``observed[n] - left[users[n]] . right[items[n]]``: P_Omega(X - Z) on Omega.
+
+    The fused CPU kernel reorders the additions of each dot product (SIMD), so it
+    agrees with :func:`pair_dots` to rounding (about 1e-15 relative), not bit for bit.
+    """
+    xp = array_module(left)
+    if xp is not np or left.shape[1] == 0 or users.shape[0] == 0:
+        return observed - low_rank_on_pairs(left, right, users, items)
+    out = np.empty(users.shape[0])
+    _residuals_on_pairs(np.ascontiguousarray(left), np.ascontiguousarray(right), users, items,
+                        np.ascontiguousarray(observed, dtype=np.float64), out)
+    return out
 
 
 def with_values(pattern, data):
@@ -102,7 +136,10 @@ def observed_pattern(users, items, shape, xp=np):
     """
     users = np.asarray(users, dtype=np.int64)
     items = np.asarray(items, dtype=np.int64)
-    order = np.lexsort((items, users))
+    key = users * shape[1] + items
+    # already in (user, item) order (RatingMatrix.to_csr order, synthetic data): no sort
+    order = np.arange(len(key)) if np.all(key[1:] > key[:-1]) else np.argsort(key,
+                                                                               kind="stable")
     indptr = np.zeros(shape[0] + 1, dtype=np.int64)
     np.cumsum(np.bincount(users, minlength=shape[0]), out=indptr[1:])
     index_dtype = np.int32 if max(shape) < 2**31 and len(users) < 2**31 else np.int64
@@ -158,3 +195,33 @@ def sparse_plus_low_rank(S, U, s, V) -> LinearOperator:
         rmatmat=lambda Q: splr_rmatmat(S, U, s, V, np.asarray(Q)),
         dtype=np.float64,
     )
+
+
+def thin_svd(B):
+    """``B = L diag(sigma) R^T`` for a tall or square ``B`` of shape (m, k), m >= k.
+
+    Returns ``(L, sigma, R^T)`` with ``sigma`` descending, like
+    ``numpy.linalg.svd(B, full_matrices=False)``. Tall panels on the CPU take the
+    eigen-decomposition of ``B^T B``: ``sigma_j`` has absolute error about
+    ``eps sigma_max^2 / sigma_j``, far below what the solvers threshold at. Columns of
+    ``L`` are normalised ``B r_j / sigma_j`` (random directions where ``sigma_j`` is
+    negligible) and re-orthonormalised by Cholesky-QR, which keeps the span of every
+    leading block of columns, so ``L`` is orthonormal to rounding.
+    """
+    xp = array_module(B)
+    m, k = B.shape
+    if xp is not np or m < TALL_MIN_ROWS or m <= TALL_RATIO * k:
+        return xp.linalg.svd(B, full_matrices=False)
+    eigenvalues, R = np.linalg.eigh(B.T @ B)
+    eigenvalues, R = eigenvalues[::-1], np.ascontiguousarray(R[:, ::-1])
+    sigma = np.sqrt(np.maximum(eigenvalues, 0.0))
+    L = B @ R
+    tiny = sigma <= 1e-7 * max(sigma[0], np.finfo(float).tiny)
+    sigma[tiny] = 0.0
+    L[:, ~tiny] /= sigma[~tiny]
+    if tiny.any():  # directions B does not have: any orthonormal completion will do
+        L[:, tiny] = np.random.default_rng(k).standard_normal((m, int(tiny.sum())))
+    for _ in range(2):  # Cholesky-QR twice: orthonormal to rounding
+        C = np.linalg.cholesky(L.T @ L)
+        L = scipy.linalg.solve_triangular(C, L.T, lower=True).T
+    return L, sigma, R.T

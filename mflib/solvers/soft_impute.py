@@ -44,11 +44,12 @@ from ..base import FactorizationEstimator, FactorState
 from ..data.ratings import RatingMatrix, as_rating_matrix
 from ..kernels.lowrank import (
     array_module,
-    low_rank_on_pairs,
     observed_pattern,
+    residuals_on_pairs,
     sparse_plus_low_rank,
     splr_matmat,
     splr_rmatmat,
+    thin_svd,
     with_values,
 )
 from ..validation import (
@@ -158,8 +159,9 @@ class _Problem:
         self.xp = xp
         pattern, order = observed_pattern(train.users, train.items, train.shape, xp)
         self.pattern = pattern
-        self.users = to_device(train.users[order].astype(np.int64), xp)
-        self.items = to_device(train.items[order].astype(np.int64), xp)
+        index = np.int32 if max(train.shape) < 2**31 else np.int64
+        self.users = to_device(train.users[order].astype(index), xp)
+        self.items = to_device(train.items[order].astype(index), xp)
         self.observed = to_device(np.ascontiguousarray(target[order]), xp)
         self.shape = train.shape
         self.dense = None  # X with zeros off Omega, and the mask (dense path only)
@@ -180,7 +182,7 @@ class _Problem:
         self.dense = (X, mask)
 
     def residuals(self, U, s, V):
-        return self.observed - low_rank_on_pairs(U * s, V, self.users, self.items)
+        return residuals_on_pairs(U * s, V, self.users, self.items, self.observed)
 
 
 @dataclasses.dataclass
@@ -201,6 +203,16 @@ class SoftImputeState(FactorState):
     grown_at: int = 0  # step at which the working subspace last grew
     seed: int = 0
     problem: object = None
+
+    def predict(self, users, items):
+        P = self.user_factors
+        if not isinstance(P, np.ndarray) or P.shape[1] == 0:
+            return super().predict(users, items)
+        offsets = FactorState(self.global_mean, self.user_bias, self.item_bias).predict(
+            users, items)
+        # the fused kernel computes offsets - (-P)[u] . Q[i]: the vectorised dot product
+        return residuals_on_pairs(-P, self.item_factors, np.asarray(users), np.asarray(items),
+                                  offsets)
 
     def set_factors(self, U, s, V):
         self.left, self.singular_values, self.right = U, s, V
@@ -427,15 +439,13 @@ class SoftImpute(_NuclearNormCompletion):
         space to ``span(Q)`` with ``Q ⊇ U`` through ``M^T Q``. The two alternate, which
         is block power iteration with one sparse product per step.
         """
-        xp, problem = state.problem.xp, state.problem
+        problem = state.problem
         S = with_values(problem.pattern, state.residuals)
         U, s, V, basis = state.left, state.singular_values, state.right, state.subspace
         if state.n_steps % 2 == 0:
-            left, sigma, rot_t = xp.linalg.svd(splr_matmat(S, U, s, V, basis),
-                                               full_matrices=False)
+            left, sigma, rot_t = thin_svd(splr_matmat(S, U, s, V, basis))
             return left, sigma, basis @ rot_t.T
-        right, sigma, rot_t = xp.linalg.svd(splr_rmatmat(S, U, s, V, basis),
-                                            full_matrices=False)
+        right, sigma, rot_t = thin_svd(splr_rmatmat(S, U, s, V, basis))
         return basis @ rot_t.T, sigma, right
 
     def _dense_svd(self, state):
@@ -532,11 +542,11 @@ class SoftImputeALS(_NuclearNormCompletion):
         ridge = d / (d * d + lam)
         if not transpose:  # B~ = (D^2 + lam)^-1 D U^T X*, as columns: n_items x r
             new = (S.T @ U) * ridge + V * (d**3 / (d * d + lam))
-            vecs, sig, rot_t = xp.linalg.svd(new * d, full_matrices=False)
+            vecs, sig, rot_t = thin_svd(new * d)
             U, V = U @ rot_t.T, vecs
         else:
             new = (S @ V) * ridge + U * (d**3 / (d * d + lam))
-            vecs, sig, rot_t = xp.linalg.svd(new * d, full_matrices=False)
+            vecs, sig, rot_t = thin_svd(new * d)
             U, V = vecs, V @ rot_t.T
         d = xp.sqrt(sig)
         state.scales = d
@@ -564,10 +574,10 @@ class SoftImputeALS(_NuclearNormCompletion):
 
     def _soft_threshold_row_space(self, state):
         """The SVD of ``M V`` soft-thresholded: the exact minimiser of (1) over row space V."""
-        xp, problem, lam = state.problem.xp, state.problem, float(self.regularization)
+        problem, lam = state.problem, float(self.regularization)
         U, s, V = state.left, state.singular_values, state.right
         S = with_values(problem.pattern, state.residuals)
-        left, sigma, rot_t = xp.linalg.svd(splr_matmat(S, U, s, V, V), full_matrices=False)
+        left, sigma, rot_t = thin_svd(splr_matmat(S, U, s, V, V))
         keep = int((sigma > lam).sum())
         state.set_factors(left[:, :keep], sigma[:keep] - lam, (V @ rot_t.T)[:, :keep])
 
