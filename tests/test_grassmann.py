@@ -172,3 +172,26 @@ def test_armijo_initial_step_rules():
     assert ArmijoLineSearch().initial_step(0.5, 4.0, bb_step=0.9) == 1.0
     with pytest.raises(ValueError, match="contraction"):
         ArmijoLineSearch(contraction=1.5).initial_step(None, 1.0)
+
+
+# ------------------------------------------------------------------ notebook helpers
+def test_trajectory_pca_depends_on_subspaces_only(manifold, rng):
+    from mflib.solvers.riemannian import trajectory_pca
+
+    U = manifold.random_point(rng)
+    xi = manifold.random_tangent(U, rng)
+    path = [manifold.exp(U, t * xi) for t in np.linspace(0, 0.2, 6)]
+    coords = trajectory_pca(path)
+    rotated = [P @ np.linalg.qr(rng.standard_normal((K, K)))[0] for P in path]
+    np.testing.assert_allclose(np.abs(trajectory_pca(rotated)), np.abs(coords), atol=1e-8)
+    # a short geodesic is nearly straight in these coordinates (its bending is O(t^2))
+    assert np.abs(coords[:, 1]).max() < 0.05 * np.abs(coords[:, 0]).max()
+
+
+def test_time_retractions_table(manifold, rng):
+    from mflib.solvers.riemannian import time_retractions
+
+    table = time_retractions(manifold, rng, n_calls=3)
+    assert list(table["map"]) == ["qr", "polar", "cayley", "exp"]
+    assert (table["orthonormality_error"] < 1e-12).all()
+    assert table.loc[table["map"] == "exp", "dist_to_exp"].item() < 1e-12

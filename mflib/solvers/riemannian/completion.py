@@ -18,8 +18,10 @@ The user solves use :func:`mflib.kernels.ridge.ridge_rows` (batched Cholesky, nu
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -28,6 +30,25 @@ from ...kernels.ridge import ridge_rows
 from ...validation import check_choice, check_positive, check_positive_int
 
 SAMPLINGS = ("uniform", "count")
+
+#: below this many ratings the kernels run on one thread: a parallel region costs a
+#: thread wake-up per call, which on a busy machine (threads descheduled) reaches
+#: milliseconds, more than the whole job
+SERIAL_BELOW = 100_000
+
+
+@contextmanager
+def kernel_threads(n_ratings: int):
+    """Run numba kernels single-threaded for jobs smaller than :data:`SERIAL_BELOW`."""
+    if n_ratings >= SERIAL_BELOW:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 @dataclass
@@ -84,12 +105,14 @@ class VariableProjectionProblem:
     def solve_user_factors(self, U, matrix=None) -> np.ndarray:
         """``w_u`` for every row of ``matrix`` (default: all users): shape (rows, k)."""
         m = self.matrix if matrix is None else matrix
-        return ridge_rows(m.indptr, m.indices, m.data, U, self.ridge)
+        with kernel_threads(m.nnz):
+            return ridge_rows(m.indptr, m.indices, m.data, U, self.ridge)
 
     def evaluate(self, U) -> Evaluation:
         """f(U) with the user factors and residuals (one pass over the ratings)."""
         W = self.solve_user_factors(U)
-        residuals = self.matrix.data - pair_dots(W, U, self._rows, self._indices)
+        with kernel_threads(self.matrix.nnz):
+            residuals = self.matrix.data - pair_dots(W, U, self._rows, self._indices)
         value = 0.5 * (residuals @ residuals + self.ridge * np.sum(W * W)) / self.nnz
         return Evaluation(float(value), W, residuals)
 
@@ -142,7 +165,7 @@ class VariableProjectionProblem:
         Costs one ridge solve per listed user (duplicates included).
         """
         sub = self.matrix[users]
-        W = ridge_rows(sub.indptr, sub.indices, sub.data, U, self.ridge)
+        W = self.solve_user_factors(U, sub)
         rows = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(sub.indptr))
         # minibatches are small: a NumPy gather is cheaper than a parallel-kernel launch
         residuals = sub.data - np.einsum("ij,ij->i", W[rows], U[sub.indices])

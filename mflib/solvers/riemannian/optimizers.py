@@ -37,7 +37,7 @@ from ...validation import (
     check_random_state,
 )
 from ..baselines import BiasBaseline
-from .completion import SAMPLINGS, Evaluation, VariableProjectionProblem
+from .completion import SAMPLINGS, Evaluation, VariableProjectionProblem, kernel_threads
 from .line_search import ArmijoLineSearch, barzilai_borwein_step
 from .manifolds import RETRACTIONS, Grassmann
 
@@ -1008,7 +1008,8 @@ class EuclideanGD(_GrassmannEstimator):
 
 def pair_dots_rows(W, U, problem):
     """``w_u . U_i`` for every stored rating of ``problem`` (CSR order)."""
-    return pair_dots(W, U, problem._rows, problem._indices)
+    with kernel_threads(problem.nnz):
+        return pair_dots(W, U, problem._rows, problem._indices)
 
 
 # ====================================================================== notebook helpers
