@@ -145,12 +145,15 @@ def test_float32_runs_in_float32_and_agrees_with_float64(small_low_rank):
                                rtol=1e-4)
 
 
-def test_hogwild_fits_as_well_as_serial(small_low_rank):
-    rm, _ = small_low_rank
+def test_hogwild_fits_as_well_as_serial():
+    # Hogwild's races matter little when two threads rarely touch the same row, so the
+    # matrix is not tiny (on 60 x 50 the final RMSE varied by 10% between runs)
+    rm, _ = make_low_rank(300, 200, 3, 0.2, noise=0.05, random_state=0)
     kw = dict(n_factors=3, max_iter=30, learning_rate=0.02, random_state=0, verbose=0)
-    serial = SGD(**kw).fit(rm).history_["train_rmse"][-1]
+    serial = SGD(**kw).fit(rm).history_["train_rmse"]
     parallel = SGD(parallel=True, **kw).fit(rm).history_["train_rmse"][-1]
-    assert parallel == pytest.approx(serial, abs=0.02)
+    assert serial[-1] < 0.15 * serial[0]
+    assert parallel == pytest.approx(serial[-1], rel=0.1)
 
 
 def test_divergence_stops_with_advice_and_finite_predictions(small_low_rank):
@@ -205,3 +208,18 @@ def test_estimator_equals_reference_epochs_in_data_order(tiny):
     np.testing.assert_allclose(model.predict(rm.pairs()),
                                mu + bu[users] + bi[items] + np.sum(P[users] * Q[items], axis=1),
                                rtol=1e-12)
+
+
+def test_tolerance_and_callbacks_stop_the_fit(small_low_rank):
+    from mflib import EarlyStopping, make_split
+
+    rm, _ = small_low_rank
+    converged = SGD(n_factors=3, learning_rate=0.01, max_iter=500, tol=1e-4, random_state=0,
+                    verbose=0).fit(rm)
+    assert converged.stop_reason_ == "converged" and converged.n_iter_ < 500
+    split = make_split(rm, "random", test_size=0.2, random_state=0)
+    early = SGD(n_factors=10, learning_rate=0.05, regularization=0.0, max_iter=400,
+                random_state=0, verbose=0, callbacks=[EarlyStopping(patience=3)])
+    early.fit(split.train, eval_set=split.test)
+    assert early.stop_reason_.startswith("early_stopping") and early.n_iter_ < 400
+    assert len(early.history_["val_rmse"]) == early.n_iter_
