@@ -36,6 +36,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from ..base import FactorizationEstimator, FactorState
+from ..fitting import StopFit
 from ..kernels.ridge import SOLVERS, ridge_rows
 from ..kernels.threads import numba_threads, resolve_n_jobs
 from ..metrics import rmse
@@ -253,8 +254,6 @@ class ALS(FactorizationEstimator):
                        solver=self.solver, cg_steps=self.cg_steps, dtype=ratings.dtype,
                        reg_scale=self._coordinate_reg)
         except np.linalg.LinAlgError as exc:
-            from ..fitting import StopFit  # noqa: PLC0415
-
             raise StopFit(f"stopped: singular or non-finite row systems: {exc}") from exc
         if own_bias is None:
             return None, solution
