@@ -74,6 +74,33 @@ def sgd_epoch_hogwild(users, items, ratings, mu, user_bias, item_bias, P, Q, lea
                         learning_rate, regularization)
 
 
+@numba.njit(cache=True, nogil=True)
+def group_by_block(order, block_of, block_start, out):
+    """Counting sort: ``out`` lists ``order`` grouped by block, keeping ``order``'s
+    sequence within each block. ``block_start`` (n_blocks + 1,) holds the offsets."""
+    fill = block_start[:-1].copy()
+    for n in range(order.shape[0]):
+        j = order[n]
+        b = block_of[j]
+        out[fill[b]] = j
+        fill[b] += 1
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
+def sgd_epoch_blocked(users, items, ratings, block_start, schedule, mu, user_bias, item_bias,
+                      P, Q, learning_rate, regularization):
+    """Stratified SGD (DSGD / FPSGD): ratings arrive grouped by block (user group x item
+    group, offsets ``block_start``); ``schedule[s]`` lists the blocks of stratum s, which
+    share no user and no item, so they run on parallel threads without races and the
+    result does not depend on the threads. Strata run one after the other."""
+    for s in range(schedule.shape[0]):
+        for g in numba.prange(schedule.shape[1]):
+            b = schedule[s, g]
+            for n in range(block_start[b], block_start[b + 1]):
+                _sgd_update(users[n], items[n], ratings[n], mu, user_bias, item_bias, P, Q,
+                            learning_rate, regularization)
+
+
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
 def _residual_at(users, items, ratings, mu, user_bias, item_bias, P, Q, out, j):
     u = users[j]

@@ -37,6 +37,7 @@ from ..validation import (
 )
 
 SCHEDULES = ("constant", "inverse", "exponential")
+PARALLEL_MODES = (None, False, "blocked", "hogwild")
 #: default ``decay`` of each schedule (the prototype decayed by 0.9 per epoch)
 DEFAULT_DECAY = {"constant": 0.0, "inverse": 1.0, "exponential": 0.9}
 #: an objective this many times above its starting value counts as divergence
@@ -246,10 +247,18 @@ class SGD(_StochasticMF):
     shuffle : bool, default True
         Visit ratings in a new random order each epoch (from ``random_state``); False
         keeps the order of the training data.
-    parallel : bool, default False
-        Hogwild: threads update shared rows without locks. Faster on many cores but
-        NOT deterministic (thread interleaving changes the result); the default serial
-        kernel gives identical results for a fixed ``random_state``.
+    parallel : {None, "blocked", "hogwild"}, default None
+        None: one thread, ratings in a fresh random order. "blocked": stratified SGD
+        (DSGD / FPSGD): users and items are split at random into ``n_blocks`` groups
+        each, ratings into ``n_blocks^2`` blocks; each epoch runs ``n_blocks`` strata in
+        random order, a stratum's blocks (sharing no user or item) in parallel, and each
+        block's ratings in a fresh random order. Deterministic for a fixed
+        ``random_state`` whatever the number of threads, and cache-friendly on large
+        data. "hogwild": threads take chunks of the shuffled ratings and update shared
+        rows without locks; NOT deterministic (thread interleaving changes the result).
+    n_blocks : int, default 8
+        Groups of users (and of items) for ``parallel="blocked"``; fixed, not taken from
+        the thread count, so results do not depend on the machine.
     dtype : {"float64", "float32"}, default "float64"
         Precision of the parameters (accumulations are float64).
     tol : float, default 0.0
@@ -279,8 +288,9 @@ class SGD(_StochasticMF):
     _contract_params = {"n_factors": 3, "max_iter": 3}
 
     def __init__(self, n_factors=100, learning_rate=0.005, regularization=0.02, max_iter=20,
-                 schedule="constant", decay=None, init_std=0.1, shuffle=True, parallel=False,
-                 dtype="float64", tol=0.0, random_state=None, verbose=1, callbacks=None):
+                 schedule="constant", decay=None, init_std=0.1, shuffle=True, parallel=None,
+                 n_blocks=8, dtype="float64", tol=0.0, random_state=None, verbose=1,
+                 callbacks=None):
         self.n_factors = n_factors
         self.learning_rate = learning_rate
         self.regularization = regularization
@@ -290,6 +300,7 @@ class SGD(_StochasticMF):
         self.init_std = init_std
         self.shuffle = shuffle
         self.parallel = parallel
+        self.n_blocks = n_blocks
         self.dtype = dtype
         self.tol = tol
         self.random_state = random_state
@@ -298,17 +309,46 @@ class SGD(_StochasticMF):
 
     def _init_state(self, train):
         dtype = self._check_common()
+        check_choice(self.parallel, "parallel", PARALLEL_MODES)
+        check_positive_int(self.n_blocks, "n_blocks")
+        if self.parallel == "blocked" and not self.shuffle:
+            raise ValueError("parallel='blocked' shuffles within blocks; use shuffle=True")
         state = self._init_common(train, dtype)
         ws = state.workspace
         ws.extra.update(users=np.empty_like(ws.users32), items=np.empty_like(ws.items32),
                         ratings=np.empty_like(ws.ratings))
+        if self.parallel == "blocked":
+            g = self.n_blocks
+            user_group = state.rng.permutation(train.n_users) % g  # balanced random groups
+            item_group = state.rng.permutation(train.n_items) % g
+            block_of = user_group[ws.users] * g + item_group[ws.items]
+            block_start = np.zeros(g * g + 1, dtype=np.int64)
+            np.cumsum(np.bincount(block_of, minlength=g * g), out=block_start[1:])
+            ws.extra.update(block_of=block_of, block_start=block_start,
+                            grouped=np.empty(len(ws.ratings), dtype=np.int64))
         return state
+
+    def _blocked_order(self, state) -> tuple[np.ndarray, np.ndarray]:
+        """Rating indices grouped by block (random order inside each) and the strata:
+        ``schedule[s, g]`` is the block of user group g in stratum s."""
+        ws, g = state.workspace, self.n_blocks
+        order = state.rng.permutation(len(ws.ratings))
+        kernels.group_by_block(order, ws.extra["block_of"], ws.extra["block_start"],
+                               ws.extra["grouped"])
+        item_groups = state.rng.permutation(g)
+        shifts = state.rng.permutation(g)
+        groups = np.arange(g)
+        schedule = groups[None, :] * g + item_groups[(groups[None, :] + shifts[:, None]) % g]
+        return ws.extra["grouped"], schedule
 
     def _step(self, state, train):
         ws = state.workspace
         t0 = time.perf_counter()
-        if self.shuffle:  # gather into visiting order, so the kernel streams sequentially
+        if self.parallel == "blocked":
+            order, schedule = self._blocked_order(state)
+        elif self.shuffle:
             order = state.rng.permutation(len(ws.ratings))
+        if self.shuffle:  # gather into visiting order, so the kernel streams sequentially
             users = np.take(ws.users32, order, out=ws.extra["users"])
             items = np.take(ws.items32, order, out=ws.extra["items"])
             ratings = np.take(ws.ratings, order, out=ws.extra["ratings"])
@@ -317,7 +357,9 @@ class SGD(_StochasticMF):
         args = (users, items, ratings, state.global_mean, state.user_bias, state.item_bias,
                 state.user_factors, state.item_factors, self._current_step_size(state),
                 float(self.regularization))
-        if self.parallel:
+        if self.parallel == "blocked":
+            kernels.sgd_epoch_blocked(*args[:3], ws.extra["block_start"], schedule, *args[3:])
+        elif self.parallel == "hogwild":
             kernels.sgd_epoch_hogwild(*args, 4 * numba.get_num_threads())
         else:
             kernels.sgd_epoch(*args)
