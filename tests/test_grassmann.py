@@ -169,7 +169,8 @@ def test_armijo_initial_step_rules():
     ls = ArmijoLineSearch(initial="bb", growth=2.0)
     assert ls.initial_step(None, 4.0) == pytest.approx(0.25)
     assert ls.initial_step(0.5, 4.0, bb_step=0.9) == 0.9
-    assert ArmijoLineSearch().initial_step(0.5, 4.0, bb_step=0.9) == 1.0
+    assert ls.initial_step(0.001, 4.0, bb_step=0.9) == pytest.approx(0.1)  # capped
+    assert ArmijoLineSearch(initial="previous").initial_step(0.5, 4.0, bb_step=0.9) == 1.0
     with pytest.raises(ValueError, match="contraction"):
         ArmijoLineSearch(contraction=1.5).initial_step(None, 1.0)
 

@@ -151,9 +151,10 @@ def test_rgd_is_monotone_and_accepts_armijo(planted):
 def test_rgd_bb_and_retractions_converge_to_same_value(planted):
     rm, _ = planted
     values = []
-    for retraction in ("qr", "polar", "cayley"):
+    for retraction, initial in (("qr", "bb"), ("polar", "bb"), ("cayley", "bb"),
+                                ("qr", "previous")):
         m = RGD(n_factors=3, center="none", max_iter=200, tol=1e-10, random_state=0,
-                retraction=retraction, line_search=ArmijoLineSearch(initial="bb"),
+                retraction=retraction, line_search=ArmijoLineSearch(initial=initial),
                 verbose=0).fit(rm)
         values.append(m.history_["objective"][-1])
     np.testing.assert_allclose(values, values[0], rtol=1e-5)

@@ -425,7 +425,8 @@ class RGD(_GrassmannEstimator):
     Parameters
     ----------""" + _COMMON_DOC + """    line_search : ArmijoLineSearch, optional
         Default ``ArmijoLineSearch()`` (contraction 0.5, sufficient decrease 1e-4,
-        initial step from the previous accepted one; ``initial="bb"`` for BB steps).
+        Barzilai-Borwein initial steps; ``initial="previous"`` starts from twice the
+        previous accepted step instead).
     """
 
     def __init__(self, n_factors=10, regularization=1e-2, bias_regularization=10.0,
@@ -882,6 +883,7 @@ class EuclideanState(FactorState):
     value: float = np.nan
     gradient: object = None
     step_size: float | None = None
+    bb_step: float | None = None
 
 
 class _Euclidean:
@@ -894,6 +896,10 @@ class _Euclidean:
     @staticmethod
     def norm(point, vector):
         return float(np.linalg.norm(vector))
+
+    @staticmethod
+    def inner(point, a, b):
+        return float(np.vdot(a, b))
 
 
 class EuclideanGD(_GrassmannEstimator):
@@ -991,9 +997,10 @@ class EuclideanGD(_GrassmannEstimator):
         if g_norm == 0.0:
             return {"objective": state.value, "grad_norm": 0.0, "converged": True}
         res = ls.search(self._value, _Euclidean, x, -g, state.value, -g_norm ** 2,
-                        ls.initial_step(state.step_size, g_norm))
+                        ls.initial_step(state.step_size, g_norm, state.bb_step))
         state.value, state.step_size = res.value, res.step
         state.gradient = self._gradient(res.point, res.payload)
+        state.bb_step = barzilai_borwein_step(_Euclidean, x, -res.step * g, state.gradient - g)
         self._unpack_into(state, res.point)
         self._current_point = state.item_factors
         return {"objective": res.value, "grad_norm": float(np.linalg.norm(state.gradient)),
