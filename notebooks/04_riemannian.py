@@ -27,7 +27,8 @@
 # (envelope theorem, $E$ the sparse residuals) and the Riemannian gradient is
 # $(I - UU^\top)\,G$.
 #
-# We compare, on the same split and objective: RGD with Armijo backtracking, RAGD
+# We compare, on the same split and objective: RGD with Armijo backtracking
+# (Barzilai-Borwein initial steps), RAGD
 # (Zhang & Sra), the variance-reduced R-SVRG / R-SARAH / R-SPIDER, Catalyst with each of
 # them as inner solver, DANE with users split across simulated workers, and plain
 # Euclidean gradient descent on $(U, W, b, c)$; ALS is the reference. Then the three
