@@ -808,14 +808,16 @@ class DANE(_GrassmannEstimator):
 
     Parameters
     ----------""" + _COMMON_DOC + """    n_workers : int, default 4
-    mu : float, default 0.1
+    mu : float, default 0.01
         Weight of the proximity term ``mu/2 (k - |U^T V|^2)`` of the local problems.
+        f is an average over ratings, so its curvature is small: on ml-100k at rank 10,
+        ``mu=0.1`` keeps the workers almost still and ``mu=0`` lets them drift apart.
     local_steps : int, default 5
     line_search : ArmijoLineSearch, optional
     """
 
     def __init__(self, n_factors=10, regularization=1e-2, bias_regularization=10.0,
-                 center="bias", init="random", retraction="qr", n_workers=4, mu=0.1,
+                 center="bias", init="random", retraction="qr", n_workers=4, mu=0.01,
                  local_steps=5, line_search=None, max_iter=30, tol=1e-7, random_state=None,
                  verbose=1, callbacks=None):
         self.n_factors = n_factors
