@@ -291,4 +291,7 @@ MORE = [
 def test_more_optimisers_recover_planted_low_rank(planted, cls, params):
     model = cls(n_factors=3, center="none", random_state=0, verbose=0, **params).fit(planted[0])
     assert _recovery_rmse(model, planted) < 0.05, model.stop_reason_
-    assert model.history_["objective"][-1] < 0.02 * model.history_["objective"][0]
+    if cls is not EuclideanGD:  # same f as RGD: reach its minimum (to 1%)
+        best = RGD(n_factors=3, center="none", max_iter=300, tol=1e-12, random_state=0,
+                   verbose=0).fit(planted[0]).history_["objective"][-1]
+        assert model.history_["objective"][-1] < 1.01 * best
