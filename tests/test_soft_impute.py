@@ -259,6 +259,16 @@ def test_convergence_on_change_of_z(pure_low_rank, lam):
     assert change[-1] < 1e-8 <= change[-2]
 
 
+@pytest.mark.parametrize("cls", [SoftImpute, SoftImputeALS])
+@pytest.mark.parametrize("convergence", ["factors", "objective"])
+def test_tolerance_is_tested_from_the_fourth_step(cls, convergence, small_low_rank):
+    # a huge tol stops at the first step allowed; before it, Z may still be 0 only
+    # because the warm subspace has not yet found the directions above lambda
+    model = cls(2.0, convergence=convergence, tol=10.0, verbose=0, random_state=0)
+    model.fit(small_low_rank[0])
+    assert model.stop_reason_ == "converged" and model.n_iter_ == 4
+
+
 def test_lambda_path_recovers_planted_matrix():
     rm, truth = make_low_rank(150, 120, 3, 0.35, noise=0.1, random_state=2)
     split = make_split(rm, "random", test_size=0.15, val_size=0.15, random_state=0)

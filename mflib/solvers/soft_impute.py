@@ -200,6 +200,7 @@ class SoftImputeState(FactorState):
     scales: object = None  # softImpute-ALS: D with A = U D, B = V D (s = D^2)
     residuals: object = None  # P_Omega(X - Z) on the observed cells, pattern order
     n_steps: int = 0
+    last_objective: float = np.nan
     grown_at: int = 0  # step at which the working subspace last grew
     seed: int = 0
     problem: object = None
@@ -261,18 +262,25 @@ class _NuclearNormCompletion(FactorizationEstimator):
         self.objective_ = nuclear_objective(state.residuals, state.singular_values,
                                             self.regularization)
 
-    @property
-    def _monitor(self):
-        # "factors": _step reports convergence itself; a key never recorded disables
-        # run_loop's objective test
-        return "objective" if self.convergence == "objective" else "_unused"
+    # _step reports convergence itself (after a few steps, see _converged); a key that is
+    # never recorded disables run_loop's own test
+    _monitor = "_unused"
+    #: steps before the tolerance test applies: a fresh subspace may not yet show the
+    #: directions above lambda, and an unchanged Z = 0 is not convergence
+    _min_steps = 4
 
     def _step(self, state, train):
         with _single_threaded_blas(state.problem.xp):
             return self._iterate(state)
 
-    def _converged(self, metrics) -> bool:
-        return self.convergence == "factors" and metrics["relative_change"] < self.tol
+    def _converged(self, state, metrics) -> bool:
+        previous, state.last_objective = state.last_objective, metrics["objective"]
+        if state.n_steps < self._min_steps or not self.tol > 0:
+            return False
+        if self.convergence == "factors":
+            return metrics["relative_change"] < self.tol
+        new = metrics["objective"]
+        return abs(previous - new) / max(abs(previous), abs(new), 1e-300) < self.tol
 
 
 class SoftImpute(_NuclearNormCompletion):
@@ -297,8 +305,11 @@ class SoftImpute(_NuclearNormCompletion):
     init_rank : int, default 10
         Width of the random starting subspace (cold starts).
     algorithm : {"subspace", "dense"}, default "subspace"
-        "subspace": warm-started block power step + Rayleigh-Ritz on the
-        sparse-plus-low-rank operator (never a dense users x items array). "dense":
+        "subspace": a warm-started Rayleigh-Ritz step on the sparse-plus-low-rank
+        operator, alternating row and column sides (one sparse product per iteration,
+        never a dense users x items array). Being one power step per iteration, it
+        needs more iterations than exact SVDs to reach a given objective, each far
+        cheaper. "dense":
         the textbook iteration with a full SVD of the dense matrix, for teaching and
         for checking on small data.
     center : {"biases", "mean", None}, default "biases"
@@ -306,9 +317,12 @@ class SoftImpute(_NuclearNormCompletion):
         raw ratings.
     bias_regularization : float, default 10.0
         Ridge penalty of the bias baseline when ``center="biases"``.
-    convergence : {"objective", "factors"}, default "objective"
-        Stop when the relative change of the objective, or of ``Z`` (``relative_change``
-        = ``|Z_k+1 - Z_k|^2 / max(|Z_k|^2, |Z_k+1|^2)``), falls below ``tol``.
+    convergence : {"factors", "objective"}, default "factors"
+        Stop when the relative change of ``Z`` (``relative_change`` =
+        ``|Z_k+1 - Z_k|^2 / max(|Z_k|^2, |Z_k+1|^2)``, as the softImpute R package), or
+        of the objective, falls below ``tol``; tested from the 4th iteration on. The
+        objective is dominated by ``1/2 |P_Omega(X)|^2`` on noisy data and can change
+        by less than ``tol`` while ``Z`` still moves, hence the default.
     max_iter : int, default 100
     tol : float, default 1e-5
     warm_start : bool, default False
@@ -339,7 +353,7 @@ class SoftImpute(_NuclearNormCompletion):
 
     def __init__(self, regularization=10.0, *, max_rank=100, rank_margin=5, init_rank=10,
                  algorithm="subspace", center="biases", bias_regularization=10.0,
-                 convergence="objective", max_iter=100, tol=1e-5, warm_start=False,
+                 convergence="factors", max_iter=100, tol=1e-5, warm_start=False,
                  random_state=None, device="cpu", verbose=1, callbacks=None):
         self.regularization = regularization
         self.max_rank = max_rank
@@ -375,11 +389,12 @@ class SoftImpute(_NuclearNormCompletion):
         width = min(max(warm[1].shape[0] + self.rank_margin, self.init_rank), n_users, n_items)
         state.subspace = self._fill_subspace(xp, warm[2], width, seed, 0)
         if warm[1].shape[0] == 0 and self.algorithm == "subspace":
-            # cold start: one power step on M = P_Omega(X) turns the random start into
-            # a rough top subspace, so the first step already finds directions
+            # cold start: power steps on M = P_Omega(X) turn the random start into a
+            # rough top subspace, so the first steps already find directions
             S = with_values(problem.pattern, problem.observed)
-            rough = _orthonormal(xp, S.T @ _orthonormal(xp, S @ state.subspace))
-            state.subspace = rough
+            with _single_threaded_blas(xp):
+                for _ in range(3):
+                    state.subspace = _orthonormal(xp, S.T @ _orthonormal(xp, S @ state.subspace))
         return state
 
     @staticmethod
@@ -427,7 +442,7 @@ class SoftImpute(_NuclearNormCompletion):
             "relative_change": _relative_change(xp, U0, s0, V0, U, s, V),
             "rank_capped": n_above > self.max_rank,
         }
-        if self._converged(metrics):
+        if self._converged(state, metrics):
             metrics["converged"] = True
         return metrics
 
@@ -494,7 +509,7 @@ class SoftImputeALS(_NuclearNormCompletion):
     _contract_params = {"max_iter": 3, "regularization": 5.0, "n_factors": 3}
 
     def __init__(self, regularization=10.0, *, n_factors=20, center="biases",
-                 bias_regularization=10.0, convergence="objective", max_iter=100, tol=1e-5,
+                 bias_regularization=10.0, convergence="factors", max_iter=100, tol=1e-5,
                  warm_start=False, random_state=None, device="cpu", verbose=1,
                  callbacks=None):
         self.regularization = regularization
@@ -557,13 +572,14 @@ class SoftImputeALS(_NuclearNormCompletion):
         U0, s0, V0 = state.left, state.singular_values, state.right
         self._half_step(state, transpose=False)
         self._half_step(state, transpose=True)
+        state.n_steps += 1
         s = state.singular_values
         metrics = {
             "objective": nuclear_objective(state.residuals, s, float(self.regularization)),
             "rank": int((s > 0).sum()),
             "relative_change": _relative_change(xp, U0, s0, V0, state.left, s, state.right),
         }
-        if self._converged(metrics):
+        if self._converged(state, metrics):
             metrics["converged"] = True
         return metrics
 
