@@ -295,3 +295,17 @@ def test_more_optimisers_recover_planted_low_rank(planted, cls, params):
         best = RGD(n_factors=3, center="none", max_iter=300, tol=1e-12, random_state=0,
                    verbose=0).fit(planted[0]).history_["objective"][-1]
         assert model.history_["objective"][-1] < 1.01 * best
+
+
+@pytest.mark.parametrize("cls,params,match", [
+    (RGD, {"retraction": "householder"}, "'householder'"),
+    (RSVRG, {"sampling": "stratified"}, "'stratified'"),
+    (RSVRG, {"learning_rate": -1.0}, "learning_rate must be a real number > 0, got -1.0"),
+    (Catalyst, {"inner_solver": "adam"}, "'adam'"),
+    (DANE, {"n_workers": 0}, "n_workers must be an integer >= 1, got 0"),
+    (RAGD, {"mu": 0.0}, "mu must be a real number > 0, got 0.0"),
+    (RGD, {"n_factors": 80}, "n_factors=80 exceeds the number of items"),
+])
+def test_bad_parameters_are_named(planted, cls, params, match):
+    with pytest.raises(ValueError, match=match):
+        cls(verbose=0, **params).fit(planted[0])

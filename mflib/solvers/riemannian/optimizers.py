@@ -378,13 +378,15 @@ class _GrassmannEstimator(FactorizationEstimator):
     def _auto_learning_rate(self, state):
         """A fixed step for the stochastic methods: ``learning_rate`` if a number, else
         (``"auto"``) a quarter of the Armijo step of a full-gradient search at the initial
-        point (Armijo accepts steps up to ~2/L, so this is ~1/(2L))."""
+        point (Armijo accepts steps up to ~2/L, so this is ~1/(2L)). The search's
+        accepted point becomes the starting point, so its evaluations are not wasted."""
         if self.learning_rate != "auto":
             return check_positive(self.learning_rate, "learning_rate")
         out = armijo_gradient_step(FullObjective(self._problem), self._problem.manifold,
                                    state.item_factors, state.value, state.gradient,
                                    ArmijoLineSearch(growth=1.0), None, None, self.retraction)
         state.user_gradients += out.n_evaluations * self._problem.n_active_users
+        self._accept(state, out.point, out.evaluation, out.gradient)
         return 0.25 * out.step
 
     def _finalize(self, state):
