@@ -359,6 +359,7 @@ def test_gpu_matches_cpu(cls, extra, pure_low_rank, lam):
 
 
 # ---------------------------------------------------------------------------- real data
+@pytest.mark.realdata
 def test_ml100k_beats_bias_baseline(ml100k_u1):
     train, test = ml100k_u1.train, ml100k_u1.test
     base = BiasBaseline(verbose=0).fit(train)
