@@ -34,11 +34,11 @@ def peer_python(name: str, requirements: list[str], python: str | None = None) -
     VENVS.mkdir(parents=True, exist_ok=True)
     uv = shutil.which("uv")
     if uv:
-        cmd = [uv, "venv", "-q", str(env)] + (["-p", python] if python else [])
+        cmd = [uv, "venv", "-q", "--clear", str(env)] + (["-p", python] if python else [])
         subprocess.run(cmd, check=True)
         subprocess.run([uv, "pip", "install", "-q", "-p", str(py), *requirements], check=True)
     else:
-        subprocess.run([python or sys.executable, "-m", "venv", str(env)], check=True)
+        subprocess.run([python or sys.executable, "-m", "venv", "--clear", str(env)], check=True)
         subprocess.run([str(py), "-m", "pip", "install", "-q", *requirements], check=True)
     stamp.write_text(wanted)
     return py

@@ -5,17 +5,31 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+# Below this many pairs one thread is faster: waking numba's pool costs more than the work,
+# and its spinning workers slow the single-threaded kernels that run next.
+PARALLEL_MIN_PAIRS = 200_000
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
-def _pair_dots(P, Q, users, items, out):
-    k = P.shape[1]
+
+@numba.njit(cache=True, inline="always")
+def _dot_row(P, Q, u, i):
+    acc = 0.0
+    for f in range(P.shape[1]):
+        acc += P[u, f] * Q[i, f]
+    return acc
+
+
+# Two entry points rather than one function compiled twice: numba's on-disk cache keys
+# by function, so a parallel and a serial build of one function would overwrite each other.
+@numba.njit(parallel=True, cache=True)
+def _pair_dots_parallel(P, Q, users, items, out):
     for n in numba.prange(users.shape[0]):
-        u = users[n]
-        i = items[n]
-        acc = 0.0
-        for f in range(k):
-            acc += P[u, f] * Q[i, f]
-        out[n] = acc
+        out[n] = _dot_row(P, Q, users[n], items[n])
+
+
+@numba.njit(cache=True)
+def _pair_dots_serial(P, Q, users, items, out):
+    for n in range(users.shape[0]):
+        out[n] = _dot_row(P, Q, users[n], items[n])
 
 
 def pair_dots(P: np.ndarray, Q: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -24,7 +38,8 @@ def pair_dots(P: np.ndarray, Q: np.ndarray, users: np.ndarray, items: np.ndarray
     if len(users) == 0 or P.shape[1] == 0:
         out[:] = 0.0
         return out
-    _pair_dots(
+    kernel = _pair_dots_parallel if len(users) >= PARALLEL_MIN_PAIRS else _pair_dots_serial
+    kernel(
         np.ascontiguousarray(P),
         np.ascontiguousarray(Q),
         np.ascontiguousarray(users),
