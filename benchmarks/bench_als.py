@@ -81,12 +81,18 @@ def run_spark(train, test, ranks, args, tmp: Path, tag: str) -> dict[int, dict]:
     write_csv(test, paths["test"])
     cfg = {"train": str(paths["train"]), "test": str(paths["test"]), "ranks": list(ranks),
            "iters": args.iters, "reg": args.reg, "seed": args.seed, "memory": args.spark_memory}
-    out = subprocess.run([str(py), "-c", SPARK_SCRIPT, json.dumps(cfg)],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"Spark ALS failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
-    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    return {row["rank"]: row for row in rows}
+    rows = {}
+    with subprocess.Popen([str(py), "-c", SPARK_SCRIPT, json.dumps(cfg)], text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        for line in proc.stdout:  # one JSON line per rank, shown as soon as it is done
+            if line.startswith("{"):
+                row = json.loads(line)
+                rows[row["rank"]] = row
+                print("spark", tag, row, flush=True)
+        err = proc.stderr.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"Spark ALS failed (exit {proc.returncode}):\n{err[-3000:]}")
+    return rows
 
 
 def known_pairs(train, test):
@@ -107,9 +113,11 @@ def run_mflib(train, test, rank, args, solver="cholesky") -> dict:
             "rmse": rmse(test.ratings, model.predict(test))}
 
 
-def speed_table(name, train, test, args, tmp) -> list[dict]:
+def speed_table(name, train, test, args, tmp, spark_ranks=None) -> list[dict]:
     test = known_pairs(train, test)
-    spark = {} if args.skip_spark else run_spark(train, test, args.ranks, args, tmp, name)
+    spark_ranks = args.ranks if spark_ranks is None else spark_ranks
+    spark = ({} if args.skip_spark or not spark_ranks
+             else run_spark(train, test, spark_ranks, args, tmp, name))
     rows = []
     for rank in args.ranks:
         solvers = ["cholesky"] + (["cg"] if rank >= args.cg_from_rank else [])
@@ -163,6 +171,8 @@ def main(argv=None):
                     help="iterations on the 10M matrix (both libraries)")
     ap.add_argument("--skip-synthetic", action="store_true")
     ap.add_argument("--skip-spark", action="store_true")
+    ap.add_argument("--synthetic-spark-ranks", type=int, nargs="*", default=None,
+                    help="ranks Spark runs on the 10M matrix (default: all of --ranks)")
     ap.add_argument("--spark-memory", default="8g")
     ap.add_argument("--tune-only", action="store_true")
     ap.add_argument("--skip-tune", action="store_true")
@@ -196,7 +206,7 @@ def main(argv=None):
                       flush=True)
                 args.iters = args.synthetic_iters
                 rows += speed_table("synthetic 70k x 10k", split.train, split.test, args,
-                                    Path(tmp))
+                                    Path(tmp), args.synthetic_spark_ranks)
         sections.append(print_table(pd.DataFrame(rows), "ALS seconds per epoch and RMSE"))
     print("load average after:", os.getloadavg())
     if args.out:
