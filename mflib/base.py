@@ -111,6 +111,10 @@ class FactorizationEstimator(BaseEstimator):
     _contract_params: dict = {}
     #: metric the tolerance test watches
     _monitor = "objective"
+    #: False for solvers whose fit ends with a polishing step after the last recorded
+    #: iteration (e.g. softImpute-ALS's final SVD), so the history's last train RMSE
+    #: describes the iterate before it
+    _history_describes_final_model = True
 
     # ------------------------------------------------------------------ template
     def _init_state(self, train: RatingMatrix):
@@ -165,9 +169,12 @@ class FactorizationEstimator(BaseEstimator):
         train_u = train.users.astype(np.int64)
         train_i = train.items.astype(np.int64)
 
-        def evaluate(state):
-            metrics = {"train_rmse": _rmse(self._predict_pairs(state, train_u, train_i)[0],
-                                           train.ratings)}
+        def evaluate(state, reported):
+            # a solver that gets the training RMSE for free (from its residuals) reports it
+            metrics = {}
+            if "train_rmse" not in reported:
+                pred = self._predict_pairs(state, train_u, train_i)[0]
+                metrics["train_rmse"] = _rmse(pred, train.ratings)
             if val is not None:
                 metrics["val_rmse"] = _rmse(self._predict_pairs(state, val[0], val[1])[0], val[2])
             return metrics

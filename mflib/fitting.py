@@ -101,7 +101,7 @@ def run_loop(
     max_iter: int,
     tol: float = 0.0,
     monitor: str = "objective",
-    evaluate: Callable[[object], dict] | None = None,
+    evaluate: Callable[[object, frozenset], dict] | None = None,
     callbacks: Iterable[Callable] = (),
     model=None,
     verbose: int | bool = 0,
@@ -121,8 +121,9 @@ def run_loop(
         Stop with ``"converged"`` when the relative change of ``metrics[monitor]``
         between iterations falls below ``tol`` (0 disables the test).
     evaluate : callable, optional
-        ``evaluate(state) -> dict`` of extra metrics (train/validation RMSE), timed
-        apart from the solver so ``time`` measures the solver only.
+        ``evaluate(state, reported) -> dict`` of extra metrics (train/validation RMSE),
+        timed apart from the solver so ``time`` measures the solver only; ``reported`` holds
+        the keys the step already returned, which ``evaluate`` need not compute again.
     callbacks : iterable of callables
         ``cb(iteration, metrics, model) -> bool | None``; True stops the fit.
     copy_state : callable, optional
@@ -152,7 +153,7 @@ def run_loop(
             solver_time += time.perf_counter() - t0
             converged = bool(metrics.pop("converged", False))
             if evaluate is not None:
-                for key, value in evaluate(state).items():
+                for key, value in evaluate(state, frozenset(metrics)).items():
                     metrics.setdefault(key, value)
             bad = _non_finite(metrics)
             record = {"iteration": iteration, "time": solver_time,

@@ -136,6 +136,19 @@ def test_eval_set_records_validation_rmse(name, cls, data):
 
 
 @pytest.mark.parametrize("name,cls", ESTIMATORS)
+def test_recorded_train_rmse_is_that_of_the_fitted_model(name, cls, data):
+    # whether the loop or the solver computed it, the last train_rmse describes predict()
+    rm, X, y = data
+    est = _make(cls).fit(X, y)
+    if not cls._history_describes_final_model:
+        pytest.skip(f"{cls.__name__} polishes its model after the last recorded iteration")
+    if est.stop_reason_.startswith("diverged") or est.n_iter_ != len(est.history_):
+        pytest.skip(f"the last record is not the fitted state ({est.stop_reason_})")
+    last = est.history_["train_rmse"][-1]
+    np.testing.assert_allclose(last, np.sqrt(np.mean((est.predict(X) - y) ** 2)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name,cls", ESTIMATORS)
 def test_bad_input_is_refused_with_a_clear_message(name, cls, data):
     rm, X, y = data
     est = _make(cls)

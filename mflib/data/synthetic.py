@@ -53,8 +53,8 @@ def make_low_rank(
 ) -> tuple[RatingMatrix, LowRankTruth]:
     """Sample ``density * n_users * n_items`` distinct cells of a planted low-rank matrix.
 
-    Factors are N(0, factor_scale^2 / rank) so ``p_u . q_i`` has variance about
-    ``factor_scale^2``; biases are N(0, bias_scale^2); ratings get N(0, noise^2) noise.
+    Factors are N(0, factor_scale^2 / rank), so ``p_u . q_i`` has variance
+    ``factor_scale^4 / rank``; biases are N(0, bias_scale^2); ratings get N(0, noise^2) noise.
     Set ``bias_scale=0`` and ``global_mean=0`` for a pure low-rank matrix. Raw ids
     are the integers ``0..n-1``; users or items that draw no rating are absent from
     the returned matrix's id maps but present in the truth. Scales to ~10M ratings.

@@ -583,6 +583,10 @@ class SoftImputeALS(_NuclearNormCompletion):
             metrics["converged"] = True
         return metrics
 
+    # the final soft-thresholded SVD (Hastie et al. 2015, Algorithm 3.1, step 4) comes after
+    # the last recorded iteration
+    _history_describes_final_model = False
+
     def _finalize(self, state):
         with _single_threaded_blas(state.problem.xp):
             self._soft_threshold_row_space(state)
