@@ -19,11 +19,14 @@ from mflib.solvers.riemannian import (
     Catalyst,
     EuclideanGD,
     Grassmann,
+    HeavyBall,
     ProximalObjective,
     VariableProjectionProblem,
     dane_worker_gradient,
     partition_users,
+    snapshot_bb_step,
     solve_proximal,
+    variance_reduced_epoch,
 )
 from mflib.solvers.riemannian.optimizers import DaneLocalObjective
 
@@ -121,11 +124,138 @@ def test_stochastic_gradient_is_unbiased(problem, sampling):
                        for u in problem.active_users)
     np.testing.assert_allclose(expected, g, atol=1e-12)
     users, weights = problem.sample_users(rng, 10, sampling)
-    assert len(users) == 10 and np.all(np.diff(users) >= 0)
+    assert len(users) == 10 if sampling == "uniform" else len(users) <= 10
+    assert np.all(np.diff(users) > 0)
     mean = np.mean([problem.batch_riemannian_gradient(U, *problem.sample_users(rng, 10,
                                                                              sampling))
                     for _ in range(400)], axis=0)
     assert np.linalg.norm(mean - g) < 0.15 * np.linalg.norm(g)
+
+
+@pytest.mark.parametrize("sampling", ["uniform", "count"])
+def test_snapshot_gradients_from_evaluation_equal_fresh_solves(problem, sampling):
+    # SVRG reads g_B(S) from the snapshot's full evaluation instead of re-solving
+    rng = np.random.default_rng(11)
+    U = problem.manifold.random_point(rng)
+    ev = problem.evaluate(U)
+    users, weights = problem.sample_users(rng, 12, sampling)
+    np.testing.assert_allclose(problem.batch_riemannian_gradient(U, users, weights, ev),
+                               problem.batch_riemannian_gradient(U, users, weights),
+                               rtol=1e-10, atol=1e-14)
+
+
+def test_svrg_estimator_at_snapshot_is_full_gradient_and_counted(problem):
+    rng = np.random.default_rng(12)
+    manifold = problem.manifold
+    S = manifold.random_point(rng)
+    ev = problem.evaluate(S)
+    g = problem.riemannian_gradient(S, ev)
+    # at U = S: v = g_B(S) - (g_B(S) - g(S)) = g(S) for any batch, cached or solved
+    users, weights = problem.sample_users(rng, 8, "count")
+    v = problem.batch_riemannian_gradient(S, users, weights) - (
+        problem.batch_riemannian_gradient(S, users, weights, ev) - g)
+    np.testing.assert_allclose(v, g, atol=1e-14)
+    # so the first inner step is an exact gradient step that draws no batch
+    lr = 1e-3
+    U, used = variance_reduced_epoch("svrg", problem, S, lr, 1, 8, "uniform", rng,
+                                     snapshot_gradient=g, snapshot_evaluation=ev)
+    np.testing.assert_allclose(U, manifold.retraction(S, -lr * g), atol=1e-12)
+    assert used == 0
+    # later steps: one solve per user with the cached snapshot, two without, plus the
+    # snapshot's full gradient when the epoch has to compute it; the same iterates
+    runs = [variance_reduced_epoch("svrg", problem, S, lr, 3, 8, "uniform",
+                                   np.random.default_rng(3), **kw)
+            for kw in ({"snapshot_gradient": g, "snapshot_evaluation": ev},
+                       {"snapshot_gradient": g}, {})]
+    assert [n for _, n in runs] == [16, 32, problem.n_active_users + 16]
+    np.testing.assert_allclose(runs[1][0], runs[0][0], atol=1e-12)
+    np.testing.assert_allclose(runs[2][0], runs[0][0], atol=1e-12)
+
+
+def test_heavy_ball_averages_transported_estimates(problem):
+    rng = np.random.default_rng(14)
+    manifold = problem.manifold
+    U = manifold.random_point(rng)
+    a, b = manifold.random_tangent(U, rng), manifold.random_tangent(U, rng)
+    ball = HeavyBall(0.6)
+    np.testing.assert_allclose(ball.direction(manifold, U, a), 0.4 * a)
+    V = manifold.retraction(U, 0.1 * b)
+    c = manifold.random_tangent(V, rng)
+    expected = 0.6 * manifold.projection(V, 0.4 * a) + 0.4 * c
+    np.testing.assert_allclose(ball.direction(manifold, V, c), expected, atol=1e-15)
+    assert np.allclose(V.T @ ball.velocity, 0, atol=1e-12)  # tangent at the new point
+    # a constant estimate: the velocity tends to it, so the learning rate keeps its meaning
+    ball = HeavyBall(0.6)
+    for _ in range(60):
+        out = ball.direction(manifold, U, a)
+    np.testing.assert_allclose(out, a, atol=1e-12)
+    copied = ball.copy()
+    copied.velocity[0, 0] += 1.0
+    assert ball.velocity[0, 0] != copied.velocity[0, 0]
+
+
+def test_poisson_sampling_probabilities_and_unbiasedness(problem):
+    pi = problem.inclusion_probabilities(10)
+    counts = problem.user_counts[problem.active_users]
+    assert pi.sum() == pytest.approx(10.0)
+    assert np.all((pi > 0) & (pi <= 1))
+    free = pi < 1
+    # proportional to the counts below the cap; capped users are the heaviest
+    assert np.allclose(pi[free] / counts[free], pi[free][0] / counts[free][0])
+    assert np.all(counts[~free] >= counts[free].max())
+    # a batch of almost everyone caps the heaviest users at 1
+    assert problem.inclusion_probabilities(problem.n_active_users - 1).max() == 1.0
+    rng = np.random.default_rng(15)
+    U = problem.manifold.random_point(rng)
+    g = problem.riemannian_gradient(U)
+    # exact expectation of the Horvitz-Thompson estimator
+    expected = sum(pi[j] * problem.batch_riemannian_gradient(U, np.array([u]),
+                                                              np.array([1 / pi[j]]))
+                   for j, u in enumerate(problem.active_users))
+    np.testing.assert_allclose(expected, g, atol=1e-12)
+    sizes = [len(problem.sample_users(rng, 10, "poisson")[0]) for _ in range(300)]
+    assert abs(np.mean(sizes) - 10) < 1.0
+    empty = problem.batch_riemannian_gradient(U, np.array([], dtype=np.int64), np.array([]))
+    assert empty.shape == U.shape and not empty.any()
+
+
+def test_count_sampling_merges_duplicates(problem):
+    rng = np.random.default_rng(16)
+    users, weights = problem.sample_users(rng, 50, "count")  # 50 draws among 60 users
+    assert np.all(np.diff(users) > 0) and len(users) < 50
+    p = problem.user_counts[users] / problem.nnz
+    multiplicity = weights * 50 * p
+    np.testing.assert_allclose(multiplicity, np.round(multiplicity), atol=1e-9)
+    assert multiplicity.sum() == pytest.approx(50) and multiplicity.max() > 1
+
+
+def test_snapshot_bb_step_equals_its_formula(problem):
+    rng = np.random.default_rng(13)
+    manifold = problem.manifold
+    previous = manifold.random_point(rng)
+    current = manifold.retraction(previous, 0.2 * manifold.random_tangent(previous, rng))
+    g_prev = problem.riemannian_gradient(previous)
+    g_cur = problem.riemannian_gradient(current)
+    s = -manifold.log(current, previous)
+    left, _, right = np.linalg.svd(previous.T @ current)
+    y = g_cur - manifold.projection(current, g_prev @ (left @ right))
+    # f is not convex here: at a random pair <s, y> may be negative, y is flipped to
+    # get a positive quotient with the same formula
+    sign = np.sign(np.vdot(s, y))
+    g_cur = g_cur if sign > 0 else g_cur - 2 * y
+    expected = np.vdot(s, s) / np.vdot(s, sign * y)
+    assert expected > 0
+    assert snapshot_bb_step(manifold, current, g_cur, previous, g_prev) == pytest.approx(
+        expected, rel=1e-12)
+    # it does not depend on the basis chosen for either subspace
+    O = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    assert snapshot_bb_step(manifold, current, g_cur, previous @ O, g_prev @ O) == \
+        pytest.approx(expected, rel=1e-8)
+    # a gradient change of curvature c along the step gives 1/c; negative curvature None
+    base = manifold.projection(current, g_prev @ (left @ right))
+    assert snapshot_bb_step(manifold, current, base + 4.0 * s, previous, g_prev) == \
+        pytest.approx(0.25, rel=1e-10)
+    assert snapshot_bb_step(manifold, current, base - 4.0 * s, previous, g_prev) is None
 
 
 def test_problem_rejects_bad_input(planted):
@@ -182,6 +312,8 @@ RECOVERY = [
     (RSVRG, {"max_iter": 30, "batch_size": 8}),
     (RSARAH, {"max_iter": 30, "batch_size": 8}),
     (RSPIDER, {"max_iter": 30, "batch_size": 8}),
+    (RSVRG, {"max_iter": 30, "batch_size": 8, "learning_rate": "bb"}),
+    (RSVRG, {"max_iter": 30, "batch_size": 8, "momentum": 0.0, "sampling": "poisson"}),
 ]
 
 
@@ -301,6 +433,8 @@ def test_more_optimisers_recover_planted_low_rank(planted, cls, params):
     (RGD, {"retraction": "householder"}, "'householder'"),
     (RSVRG, {"sampling": "stratified"}, "'stratified'"),
     (RSVRG, {"learning_rate": -1.0}, "learning_rate must be a real number > 0, got -1.0"),
+    (RSVRG, {"learning_rate": "bb", "bb_scale": 0.0}, "bb_scale must be a real number > 0"),
+    (RSVRG, {"momentum": 1.0}, r"momentum must be a number in \[0, 1\), got 1.0"),
     (Catalyst, {"inner_solver": "adam"}, "'adam'"),
     (DANE, {"n_workers": 0}, "n_workers must be an integer >= 1, got 0"),
     (RAGD, {"mu": 0.0}, "mu must be a real number > 0, got 0.0"),

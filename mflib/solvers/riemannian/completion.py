@@ -29,7 +29,7 @@ from ...kernels import pair_dots
 from ...kernels.ridge import ridge_rows
 from ...validation import check_choice, check_positive, check_positive_int
 
-SAMPLINGS = ("uniform", "count")
+SAMPLINGS = ("uniform", "count", "poisson")
 
 #: below this many ratings the kernels run on one thread: a parallel region costs a
 #: thread wake-up per call, which on a busy machine (threads descheduled) reaches
@@ -133,42 +133,95 @@ class VariableProjectionProblem:
         return self.manifold.projection(U, self.euclidean_gradient(U, evaluation))
 
     # ------------------------------------------------------------------ finite sum
+    def inclusion_probabilities(self, batch_size: int) -> np.ndarray:
+        """``pi_u = min(1, c n_u)`` for the active users, with ``c`` such that
+        ``sum pi_u = batch_size`` (``"poisson"`` sampling), shape (n_active_users,).
+
+        Users heavy enough to reach 1 are capped and the rest share what is left of the
+        batch in proportion to their counts (solved over the users sorted by count).
+        """
+        batch_size = min(check_positive_int(batch_size, "batch_size"), self.n_active_users)
+        counts = self.user_counts[self.active_users].astype(np.float64)
+        ordered = np.sort(counts)[::-1]
+        # with the j heaviest users capped: c_j = (b - j) / (sum of the other counts);
+        # the right j is the first one whose next user is not pushed over 1 by c_j
+        rest = np.cumsum(ordered[::-1])[::-1]  # rest[j] = sum of ordered[j:]
+        capped = np.arange(ordered.size)
+        scale = (batch_size - capped) / rest
+        valid = np.flatnonzero(scale * ordered <= 1.0 + 1e-12)
+        c = scale[valid[0]] if valid.size else 1.0 / ordered[-1]
+        return np.minimum(1.0, c * counts)
+
     def sample_users(self, rng, batch_size: int, sampling: str = "uniform"):
-        """A minibatch of users and weights making ``sum_b weight_b grad f_(u_b)`` an
-        unbiased estimate of ``grad f``.
+        """A minibatch of distinct users and weights making ``sum_b weight_b grad f_(u_b)``
+        an unbiased estimate of ``grad f``.
 
         ``"uniform"``: ``batch_size`` distinct active users, weight ``n_active / batch``.
-        ``"count"``: drawn with replacement with probability ``n_u / N``, weight
-        ``1 / (batch * p_u)``.
+        ``"count"``: ``batch_size`` draws with replacement with probability
+        ``p_u = n_u / N``, each worth ``1 / (batch * p_u)``; a user drawn several times is
+        listed once with the summed weight (its gradient is computed once).
+        ``"poisson"``: every user is included independently with probability
+        ``pi_u = min(1, c n_u)`` (:meth:`inclusion_probabilities`, expected batch size
+        ``batch_size``), weight ``1 / pi_u`` (the Horvitz-Thompson estimator). Heavy users
+        with ``pi_u = 1`` are always in the batch with weight 1, so they add no variance,
+        and no user is drawn twice; the batch size varies from draw to draw.
 
         Returns
         -------
-        users : ndarray of int64, shape (batch_size,)
-        weights : ndarray of float64, shape (batch_size,)
+        users : ndarray of int64, shape (n_batch,), sorted, distinct
+        weights : ndarray of float64, shape (n_batch,)
         """
         check_choice(sampling, "sampling", SAMPLINGS)
         batch_size = min(check_positive_int(batch_size, "batch_size"), self.n_active_users)
         if sampling == "uniform":
-            users = rng.choice(self.active_users, batch_size, replace=False)
+            users = np.sort(rng.choice(self.active_users, batch_size, replace=False))
             weights = np.full(batch_size, self.n_active_users / batch_size)
-        else:
+        elif sampling == "count":
             p = self.user_counts[self.active_users] / self.nnz
             pick = rng.choice(self.active_users.size, batch_size, replace=True, p=p)
+            # duplicates merged: one solve per distinct user, multiplicity in the weight
+            pick, multiplicity = np.unique(pick, return_counts=True)
             users = self.active_users[pick]
-            weights = 1.0 / (batch_size * p[pick])
-        order = np.argsort(users, kind="stable")  # sorted rows make the CSR slicing cheaper
-        return users[order].astype(np.int64), weights[order]
+            weights = multiplicity / (batch_size * p[pick])
+        else:
+            pi = self._poisson_probabilities(batch_size)
+            keep = rng.random(pi.size) < pi
+            users, weights = self.active_users[keep], 1.0 / pi[keep]
+        return users.astype(np.int64), weights
 
-    def batch_riemannian_gradient(self, U, users, weights) -> np.ndarray:
+    def _poisson_probabilities(self, batch_size: int) -> np.ndarray:
+        cache = self.__dict__.setdefault("_inclusion_cache", {})
+        if batch_size not in cache:
+            cache[batch_size] = self.inclusion_probabilities(batch_size)
+        return cache[batch_size]
+
+    def batch_riemannian_gradient(self, U, users, weights,
+                                  evaluation: Evaluation | None = None) -> np.ndarray:
         """``proj_U( sum_b weights_b * grad_E f_(users_b)(U) )``, shape (n_items, k).
 
-        Costs one ridge solve per listed user (duplicates included).
+        Costs one ridge solve per listed user (duplicates included), unless
+        ``evaluation`` (the full :meth:`evaluate` at this same ``U``) is given: then
+        every user's factors and residuals are read from it and nothing is solved (SVRG's
+        gradients at its snapshot, whose cost the snapshot's full gradient already paid).
         """
+        if len(users) == 0:  # an empty Poisson batch: the estimate is exactly zero
+            return self.manifold.zero_vector(U)
         sub = self.matrix[users]
+        counts = np.diff(sub.indptr)
+        if evaluation is not None:
+            W = evaluation.user_factors[users]
+            # position of every sub-matrix entry in the full CSR data array
+            offsets = self.matrix.indptr[users] - sub.indptr[:-1]
+            residuals = evaluation.residuals[np.arange(sub.nnz) + np.repeat(offsets, counts)]
+            return self._weighted_gradient(U, sub, W, residuals, weights)
         W = self.solve_user_factors(U, sub)
-        rows = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(sub.indptr))
+        rows = np.repeat(np.arange(len(users), dtype=np.int64), counts)
         # minibatches are small: a NumPy gather is cheaper than a parallel-kernel launch
         residuals = sub.data - np.einsum("ij,ij->i", W[rows], U[sub.indices])
+        return self._weighted_gradient(U, sub, W, residuals, weights)
+
+    def _weighted_gradient(self, U, sub, W, residuals, weights) -> np.ndarray:
+        """``proj_U(-(1/N) E_B^T diag(weights) W_B)`` for a minibatch's residuals."""
         residual_matrix = sp.csr_matrix((residuals, sub.indices, sub.indptr), shape=sub.shape)
         G = -(residual_matrix.T @ (W * weights[:, None])) / self.nnz
         return self.manifold.projection(U, G)
