@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
+from sklearn.model_selection import ParameterGrid
 
 from ..base import FactorizationEstimator, FactorState
 from ..fitting import StopFit
@@ -330,4 +331,46 @@ def regularization_sweep(estimator, values, train, validation, test=None) -> pd.
     return pd.DataFrame(rows)
 
 
-__all__ = ["ALS", "ALSState", "RatingSides", "regularization_sweep", "thread_timing"]
+def validation_grid(estimator, param_grid, train, validation, clip=True) -> pd.DataFrame:
+    """Fit a clone of ``estimator`` per point of ``param_grid``, tracking validation RMSE.
+
+    Parameters
+    ----------
+    estimator : FactorizationEstimator
+        Template; its other parameters are kept.
+    param_grid : dict or list of dicts
+        As for :class:`sklearn.model_selection.ParameterGrid` (e.g.
+        ``{"n_factors": [10, 50], "regularization": [0.05, 0.1]}``).
+    train, validation : RatingMatrix
+        Fitting ratings and held-out ratings (``validation`` must not be the test set).
+    clip : bool, default True
+        Clip the final predictions to the training rating scale for ``val_rmse``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per grid point: its parameters; ``val_rmse`` after the last iteration
+        (predictions clipped when ``clip``); ``best_epoch`` and ``best_epoch_val_rmse``,
+        the iteration where the (unclipped) validation RMSE recorded by the fit loop was
+        lowest and that RMSE, so that the number of iterations can be chosen on
+        validation too; ``n_iter``, ``stop_reason`` and solver ``seconds``.
+    """
+    grid = ParameterGrid(param_grid)
+    if len(grid) == 0:
+        raise ValueError("param_grid is empty; give at least one parameter value, e.g. "
+                         "{'regularization': [0.1]}")
+    rows = []
+    for params in grid:
+        model = clone(estimator).set_params(**params).fit(train, eval_set=validation)
+        curve = model.history_["val_rmse"]
+        best = int(np.argmin(curve))
+        rows.append({**params,
+                     "val_rmse": rmse(validation.ratings, model.predict(validation, clip=clip)),
+                     "best_epoch": best + 1, "best_epoch_val_rmse": float(curve[best]),
+                     "n_iter": model.n_iter_, "stop_reason": model.stop_reason_,
+                     "seconds": float(model.history_["time"][-1])})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["ALS", "ALSState", "RatingSides", "regularization_sweep", "thread_timing",
+           "validation_grid"]
