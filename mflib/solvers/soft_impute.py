@@ -482,7 +482,11 @@ class SoftImpute(_NuclearNormCompletion):
         if self.acceleration is not None:
             metrics["momentum"] = momentum
             metrics["restarted"] = restarted
-        if self._converged(state, metrics):
+        # a plain step (a restart, or the one after it) moves Z far less than the
+        # accelerated ones around it, so with acceleration only accelerated steps are
+        # tested: the stricter reading of the tolerance
+        plain_step = self.acceleration is not None and (restarted or momentum == 0)
+        if self._converged(state, metrics) and not plain_step:
             metrics["converged"] = True
         return metrics
 
