@@ -18,8 +18,14 @@ its objective must equal fancyimpute's exact one.
 
 synthetic: the 10M-rating matrix of the other benchmarks,
 ``make_low_rank(70_000, 10_000, rank=10, density=1e7 / 7e8, noise=0.5)``, one lambda
-(``--synthetic-lambda-ratio`` x lambda_max) with ``max_rank=100``, in a fresh process
-whose peak RSS is reported.
+(``--synthetic-lambda-ratio`` x lambda_max, default 0.6: the solution has rank 10) with
+``max_rank=100``, fitted to convergence (SoftImpute's default criterion: the relative
+change ``|Z_k+1 - Z_k|^2 / |Z_k+1|^2`` of an accelerated step below ``--synthetic-tol``,
+default 1e-7; at most ``--synthetic-max-iter`` iterations), in a fresh process whose
+peak RSS is reported. ``--synthetic-acceleration none`` runs the plain iteration: at
+1.4% observed it contracts by ~0.99 per step, meets the same tolerance while its
+objective is still 0.1% above the accelerated fit's, so compare final objectives,
+not only iteration counts. Run with ``--synthetic-tol 1e-9`` for a reference optimum.
 """
 
 from __future__ import annotations
@@ -169,7 +175,7 @@ def bench_synthetic(lambda_ratio: float, max_iter: int, tol: float, max_rank: in
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print_table([{
         "ratings": rm.nnz, "lambda": lam, "acceleration": acceleration, "tol": tol,
-        "objective": model.objective_, "max_rank": max_rank, "rank": model.rank_,
+        "objective": f"{model.objective_:.10g}", "max_rank": max_rank, "rank": model.rank_,
         "iterations": model.n_iter_, "stop": model.stop_reason_,
         "fit seconds (wall)": seconds, "solver seconds": float(h["time"].iloc[-1]),
         "s/iter (solver)": float(h["time"].iloc[-1]) / model.n_iter_,
@@ -185,7 +191,7 @@ def main(argv=None) -> None:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--synthetic-lambda-ratio", type=float, default=0.6)
     parser.add_argument("--synthetic-max-iter", type=int, default=300)
-    parser.add_argument("--synthetic-tol", type=float, default=1e-5,
+    parser.add_argument("--synthetic-tol", type=float, default=1e-7,
                         help="SoftImpute's tol on the relative change of Z")
     parser.add_argument("--synthetic-acceleration", choices=("nesterov", "none"),
                         default="nesterov")
