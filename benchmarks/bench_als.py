@@ -206,14 +206,14 @@ def main(argv=None):
     ap.add_argument("--spark-memory", default="8g")
     ap.add_argument("--tune-only", action="store_true")
     ap.add_argument("--skip-tune", action="store_true")
-    ap.add_argument("--tune-ranks", type=int, nargs="+", default=[10, 25, 50, 100])
+    ap.add_argument("--tune-ranks", type=int, nargs="+", default=[5, 10, 25, 50, 100])
     ap.add_argument("--tune-sum-regs", type=float, nargs="+",
-                    default=[6.0, 8.5, 12.0, 17.0, 24.0], help="lambda, 'sum' convention")
-    ap.add_argument("--tune-sum-bias-regs", type=float, nargs="+", default=[1.0, 5.0])
+                    default=[8.5, 10.0, 12.0, 14.0, 17.0], help="lambda, 'sum' convention")
+    ap.add_argument("--tune-sum-bias-regs", type=float, nargs="+", default=[2.0, 5.0, 10.0])
     ap.add_argument("--tune-weighted-regs", type=float, nargs="+",
-                    default=[0.05, 0.07, 0.1, 0.14], help="lambda, 'weighted' convention")
-    ap.add_argument("--tune-weighted-bias-regs", type=float, nargs="+", default=[0.03])
-    ap.add_argument("--tune-iters", type=int, default=30,
+                    default=[0.07, 0.1, 0.14], help="lambda, 'weighted' convention")
+    ap.add_argument("--tune-weighted-bias-regs", type=float, nargs="+", default=[0.01, 0.03])
+    ap.add_argument("--tune-iters", type=int, default=40,
                     help="epochs per validation fit (the best one is chosen)")
     ap.add_argument("--tune-n-jobs", type=int, default=None)
     ap.add_argument("--tune-diagnostic", type=int, default=0,

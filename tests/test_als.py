@@ -200,8 +200,9 @@ def test_bad_parameters_are_refused_with_their_name(small_low_rank, bad, match):
 def test_biased_als_on_ml100k_u1(ml100k_u1):
     m = ALS(n_factors=10, regularization=0.1, regularization_scale="weighted", max_iter=10,
             verbose=0, random_state=0).fit(ml100k_u1.train, eval_set=ml100k_u1.test)
-    # a plain sanity bound (the bias baseline reaches about 0.94 here); the 0.905
-    # target is shown by benchmarks/bench_als.py, not by a timed test
+    # a plain sanity bound (the bias baseline reaches about 0.94 here); the tuned
+    # u1.test figure (issue target 0.905, not reached: about 0.92) is measured by
+    # `python -m benchmarks.bench_als --tune-only`, not by a timed test
     assert m.history_["val_rmse"][-1] < 0.95
     assert np.all(np.diff(m.history_["objective"]) <= 0)
 
