@@ -172,10 +172,12 @@ def bench_synthetic(lambda_ratio: float, max_iter: int, tol: float, max_rank: in
     columns = ["objective", "relative_change", "rank", "working_rank", "time", "wall_time",
                "train_rmse"] + [c for c in ("momentum", "restarted") if c in h]
     print(h[columns].to_string(), flush=True)
+    print(f"final objective {model.objective_:.10g} after {model.n_iter_} iterations "
+          f"({model.stop_reason_})", flush=True)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print_table([{
         "ratings": rm.nnz, "lambda": lam, "acceleration": acceleration, "tol": tol,
-        "objective": f"{model.objective_:.10g}", "max_rank": max_rank, "rank": model.rank_,
+        "max_rank": max_rank, "rank": model.rank_,
         "iterations": model.n_iter_, "stop": model.stop_reason_,
         "fit seconds (wall)": seconds, "solver seconds": float(h["time"].iloc[-1]),
         "s/iter (solver)": float(h["time"].iloc[-1]) / model.n_iter_,

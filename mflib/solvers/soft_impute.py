@@ -20,6 +20,13 @@ and one sparse product per step. Because the subspace contains the current ``Z``
 ``Z`` is feasible for the subspace problem and the step minimises the majorizer of
 (1) over it exactly: the objective never rises, however rough the subspace.
 
+That iteration is proximal gradient with step 1 and contracts slowly on sparse data
+(about ``1 - fraction observed`` per step). By default each step is taken instead at
+FISTA's extrapolated point ``Y = Z_k + theta_k (Z_k - Z_k-1)`` (as in AIS-Impute, Yao &
+Kwok 2015), with the working subspace widened by the previous iterate's so that it
+contains ``Y``; a step that would raise (1) is replaced by the plain one and the
+momentum restarts, which keeps the objective non-increasing.
+
 softImpute-ALS (Hastie, Mazumder, Lee & Zadeh 2015) minimises the equivalent
 ``1/2 |P_Omega(X - A B^T)|^2 + lambda/2 (|A|^2 + |B|^2)`` over ``A = U D``, ``B = V D``
 of a fixed rank by alternating ridge solves against ``S + A B^T``; a final step
@@ -343,7 +350,8 @@ class SoftImpute(_NuclearNormCompletion):
     convergence : {"factors", "objective"}, default "factors"
         Stop when the relative change of ``Z`` (``relative_change`` =
         ``|Z_k+1 - Z_k|^2 / max(|Z_k|^2, |Z_k+1|^2)``, as the softImpute R package), or
-        of the objective, falls below ``tol``; tested from the 4th iteration on. The
+        of the objective, falls below ``tol``; tested from the 4th iteration on (with
+        acceleration, on accelerated steps only). The
         objective is dominated by ``1/2 |P_Omega(X)|^2`` on noisy data and can change
         by less than ``tol`` while ``Z`` still moves, hence the default.
     max_iter : int, default 100
