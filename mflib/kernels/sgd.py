@@ -188,6 +188,31 @@ def mean_loss(resid, user_bias, item_bias, P, Q, user_counts, item_counts, regul
     return 0.5 * (sse + regularization * penalty) / n
 
 
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
+def _apply_touched(touched, n_touched, acc_bias, acc_F, bias, F, full_bias, full_F, eta, drift,
+                   clip_norm):
+    """Step the touched rows (user or item side) by their accumulated minibatch gradient,
+    clipped to ``clip_norm`` when asked, and clear the accumulators; returns rows clipped."""
+    n_clipped = 0
+    k = F.shape[1]
+    for m in range(n_touched):
+        r = touched[m]
+        scale = 1.0
+        if clip_norm > 0.0:
+            norm2 = acc_bias[r] * acc_bias[r]
+            for f in range(k):
+                norm2 += acc_F[r, f] * acc_F[r, f]
+            if norm2 > clip_norm * clip_norm:
+                scale = clip_norm / np.sqrt(norm2)
+                n_clipped += 1
+        bias[r] -= eta * scale * acc_bias[r] + drift * full_bias[r]
+        acc_bias[r] = 0.0
+        for f in range(k):
+            F[r, f] -= eta * scale * acc_F[r, f] + drift * full_F[r, f]
+            acc_F[r, f] = 0.0
+    return n_clipped
+
+
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
 def svrg_epoch(users, items, ratings, order, batch_size, n_steps, mu,
                user_bias, item_bias, P, Q,
@@ -271,36 +296,10 @@ def svrg_epoch(users, items, ratings, order, batch_size, n_steps, mu,
                 a_p_u[f] += s_err * s_q_i[f] - err * q_i[f] + lam * (p_u[f] - s_p_u[f])
                 a_q_i[f] += s_err * s_p_u[f] - err * p_u[f] + lam * (q_i[f] - s_q_i[f])
         # 3. apply the step to the touched rows and clear their buffers
-        for m in range(n_users_touched):
-            u = touched_users[m]
-            scale = 1.0
-            if clip_norm > 0.0:
-                norm2 = acc_user_bias[u] * acc_user_bias[u]
-                for f in range(k):
-                    norm2 += acc_P[u, f] * acc_P[u, f]
-                if norm2 > clip_norm * clip_norm:
-                    scale = clip_norm / np.sqrt(norm2)
-                    n_clipped += 1
-            user_bias[u] -= eta * scale * acc_user_bias[u] + drift * full_user_bias[u]
-            acc_user_bias[u] = 0.0
-            for f in range(k):
-                P[u, f] -= eta * scale * acc_P[u, f] + drift * full_P[u, f]
-                acc_P[u, f] = 0.0
-        for m in range(n_items_touched):
-            i = touched_items[m]
-            scale = 1.0
-            if clip_norm > 0.0:
-                norm2 = acc_item_bias[i] * acc_item_bias[i]
-                for f in range(k):
-                    norm2 += acc_Q[i, f] * acc_Q[i, f]
-                if norm2 > clip_norm * clip_norm:
-                    scale = clip_norm / np.sqrt(norm2)
-                    n_clipped += 1
-            item_bias[i] -= eta * scale * acc_item_bias[i] + drift * full_item_bias[i]
-            acc_item_bias[i] = 0.0
-            for f in range(k):
-                Q[i, f] -= eta * scale * acc_Q[i, f] + drift * full_Q[i, f]
-                acc_Q[i, f] = 0.0
+        n_clipped += _apply_touched(touched_users, n_users_touched, acc_user_bias, acc_P,
+                                    user_bias, P, full_user_bias, full_P, eta, drift, clip_norm)
+        n_clipped += _apply_touched(touched_items, n_items_touched, acc_item_bias, acc_Q,
+                                    item_bias, Q, full_item_bias, full_Q, eta, drift, clip_norm)
     # 4. every row catches up to step n_steps; reset the counters for the next epoch
     for u in range(P.shape[0]):
         lag = (n_steps - user_seen[u]) * drift
