@@ -57,6 +57,60 @@ def test_per_coordinate_penalty_matches_least_squares(solver):
         ridge_rows(M.indptr, M.indices, M.data, Y, reg, reg_scale=[1.0, 2.0])
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_short_rows_solved_through_the_dual_match_least_squares(weighted):
+    # k = 40 exceeds every row's count (about 9), so every row takes the n_r x n_r
+    # dual system; per-row and per-coordinate penalties and weights all enter it
+    M, Y, rng = _problem(k=40)
+    assert np.diff(M.indptr).max() < 40
+    reg = rng.uniform(0.1, 2.0, M.shape[0])
+    scale = rng.uniform(0.2, 3.0, 40)
+    weights = rng.uniform(0.5, 3.0, M.nnz) if weighted else None
+    got = ridge_rows(M.indptr, M.indices, M.data, Y, reg, weights=weights, reg_scale=scale)
+    ref = _reference(M, Y / np.sqrt(scale), reg, weights) / np.sqrt(scale)
+    np.testing.assert_allclose(got, ref, atol=1e-10)
+    # an unpenalised coordinate (a free bias) rules the dual out; the primal solves it
+    scale[0] = 0.0
+    Y[:, 0] = 1.0
+    got = ridge_rows(M.indptr, M.indices, M.data, Y, reg, weights=weights, reg_scale=scale)
+    np.testing.assert_allclose(got, _reference_normal(M, Y, reg, scale, weights), atol=1e-8)
+
+
+@pytest.mark.parametrize("k", [64, 65])
+def test_blocked_gram_at_large_rank_matches_normal_equations(k):
+    # rows of about 120 entries >= k: the primal path with the 2 x 2 block Gram
+    M, Y, rng = _problem(n_rows=25, n_cols=300, k=k, density=0.4)
+    assert np.diff(M.indptr).min() >= k
+    reg = rng.uniform(0.1, 2.0, M.shape[0])
+    weights = rng.uniform(0.5, 3.0, M.nnz)
+    for w in (None, weights):
+        got = ridge_rows(M.indptr, M.indices, M.data, Y, reg, weights=w)
+        np.testing.assert_allclose(got, _reference_normal(M, Y, reg, np.ones(k), w),
+                                   atol=1e-10)
+
+
+def _reference_normal(M, Y, reg, scale, weights):
+    k = Y.shape[1]
+    out = np.zeros((M.shape[0], k))
+    for r in range(M.shape[0]):  # reference only: a plain loop over rows
+        sl = slice(M.indptr[r], M.indptr[r + 1])
+        J, v = M.indices[sl], M.data[sl]
+        if len(J) == 0:
+            continue
+        w = np.ones(len(J)) if weights is None else weights[sl]
+        A = (Y[J].T * w) @ Y[J] + np.diag(reg[r] * scale)
+        out[r] = np.linalg.solve(A, (Y[J].T * w) @ v)
+    return out
+
+
+def test_negative_or_misshaped_weights_are_refused():
+    M, Y, _ = _problem()
+    with pytest.raises(ValueError, match="non-negative"):
+        ridge_rows(M.indptr, M.indices, M.data, Y, 1.0, weights=-np.ones(M.nnz))
+    with pytest.raises(ValueError, match="one per entry"):
+        ridge_rows(M.indptr, M.indices, M.data, Y, 1.0, weights=np.ones(3))
+
+
 def test_empty_rows_get_zero_and_scalar_reg_broadcasts():
     M, Y, _ = _problem(density=0.05)
     empty = np.diff(M.indptr) == 0
