@@ -41,6 +41,12 @@ from ..validation import check_choice, check_positive_int
 
 SOLVERS = ("cholesky", "cg")
 
+# Rows are handed to threads in chunks of this many as threads free up, not in one
+# static block per thread: row costs vary by orders of magnitude (popular items have
+# low ids in MovieLens), and static blocks left one thread idle. Rank 128 on ml-100k:
+# 0.106 s -> 0.094 s per pair of half-steps on 2 threads.
+_ROWS_PER_CHUNK = 16
+
 
 @functools.lru_cache(maxsize=1)
 def _blas_controller():
@@ -345,10 +351,11 @@ def ridge_rows(indptr, indices, values, Y, reg, *, weights=None, out=None, solve
         scale,
     )
     if solver == "cg":
-        _ridge_cg(*args, check_positive_int(cg_steps, "cg_steps"))
+        with numba.parallel_chunksize(_ROWS_PER_CHUNK):
+            _ridge_cg(*args, check_positive_int(cg_steps, "cg_steps"))
         return out
     failed = np.zeros(n_rows, dtype=np.bool_)
-    with _single_threaded_blas():
+    with _single_threaded_blas(), numba.parallel_chunksize(_ROWS_PER_CHUNK):
         _ridge_cholesky(*args, failed)
     if failed.any():
         bad = np.flatnonzero(failed)
