@@ -65,21 +65,27 @@ def test_bias_regularization_enters_the_normal_equations(small_low_rank):
     assert m.history_["objective"][-1] == pytest.approx(expected, rel=1e-10)
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+@pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("scale", SCALES)
-def test_objective_matches_formula(small_low_rank, scale):
+def test_objective_matches_formula(small_low_rank, scale, use_bias, solver):
+    # the recorded objective comes from the solver's own residuals (row_sse); this
+    # recomputes it from the fitted factors
     train, _ = small_low_rank
-    m = _fit(train, regularization_scale=scale, regularization=0.02, max_iter=3)
+    m = _fit(train, regularization_scale=scale, regularization=0.02, max_iter=3,
+             use_bias=use_bias, solver=solver)
     pred = m.predict(train)
     sse = np.sum((train.ratings - pred) ** 2)
     nu, ni = train.user_counts(), train.item_counts()
-    su = np.sum(m.user_factors_**2, axis=1) + m.user_bias_**2
-    si = np.sum(m.item_factors_**2, axis=1) + m.item_bias_**2
+    su = np.sum(m.user_factors_**2, axis=1) + (m.user_bias_**2 if use_bias else 0)
+    si = np.sum(m.item_factors_**2, axis=1) + (m.item_bias_**2 if use_bias else 0)
     expected = {
         "sum": sse + 0.02 * (su.sum() + si.sum()),
         "weighted": sse + 0.02 * (su @ nu + si @ ni),
         "course": sse / train.nnz + 0.02 * (su.sum() + si.sum()),
     }[scale]
     assert m.history_["objective"][-1] == pytest.approx(expected, rel=1e-10)
+    assert m.history_["train_rmse"][-1] == pytest.approx(np.sqrt(sse / train.nnz), rel=1e-10)
 
 
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
@@ -160,9 +166,9 @@ def test_overflow_stops_with_clear_reason_and_keeps_finite_state():
 class _NaNAfterTwo(ALS):
     """ALS whose objective turns NaN at the third epoch (exact ALS cannot diverge by itself)."""
 
-    def objective(self, state):
+    def objective(self, state, sse=None):
         self._calls = getattr(self, "_calls", 0) + 1
-        return np.nan if self._calls >= 3 else super().objective(state)
+        return np.nan if self._calls >= 3 else super().objective(state, sse)
 
 
 def test_non_finite_objective_stops_as_diverged_and_keeps_last_finite_state(small_low_rank):
@@ -205,6 +211,44 @@ def test_biased_als_on_ml100k_u1(ml100k_u1):
     # `python -m benchmarks.bench_als --tune-only`, not by a timed test
     assert m.history_["val_rmse"][-1] < 0.95
     assert np.all(np.diff(m.history_["objective"]) <= 0)
+
+
+def test_large_rank_half_steps_are_exact_on_ml100k(ml100k_u1):
+    # rank 80 with a bias column: short rows go through the dual system and long ones
+    # through the blocked Gram; both must give the exact ridge solution of each row
+    from mflib.kernels.ridge import ridge_rows
+
+    train = ml100k_u1.train
+    m = ALS(n_factors=80, regularization=0.05, bias_regularization=0.01,
+            regularization_scale="weighted", max_iter=4, tol=0.0, verbose=0,
+            random_state=0).fit(train)
+    assert np.all(np.diff(m.history_["objective"]) <= 1e-9 * m.history_["objective"][0])
+    # the recorded objective (from the solves' own residuals, dual rows included)
+    sse = np.sum((train.ratings - m.predict(train)) ** 2)
+    nu, ni = train.user_counts(), train.item_counts()
+    penalty = (0.05 * (np.sum(m.user_factors_**2, axis=1) @ nu
+                       + np.sum(m.item_factors_**2, axis=1) @ ni)
+               + 0.01 * (m.user_bias_**2 @ nu + m.item_bias_**2 @ ni))
+    assert m.history_["objective"][-1] == pytest.approx(sse + penalty, rel=1e-10)
+    csr = train.to_csr()
+    counts = np.diff(csr.indptr)
+    assert (counts < 81).any() and (counts >= 81).any()
+    # the last half-step solved the items given the users: redo it, and check a sample
+    # of its rows (short and long) against numpy's dense solve
+    users = np.c_[np.ones(train.n_users), m.user_factors_]
+    items_csc = csr.tocsc()
+    targets = items_csc.data - m.global_mean_ - m.user_bias_[items_csc.indices]
+    scale = np.r_[0.01, np.full(80, 0.05)] / 0.05
+    solved = ridge_rows(items_csc.indptr, items_csc.indices, targets, users,
+                        0.05 * np.diff(items_csc.indptr), reg_scale=scale)
+    for i in np.flatnonzero(np.diff(items_csc.indptr))[::97]:  # reference: a few rows
+        sl = slice(items_csc.indptr[i], items_csc.indptr[i + 1])
+        Y = users[items_csc.indices[sl]]
+        A = Y.T @ Y + np.diag(0.05 * (sl.stop - sl.start) * scale)
+        np.testing.assert_allclose(solved[i], np.linalg.solve(A, Y.T @ targets[sl]),
+                                   atol=1e-9)
+    np.testing.assert_allclose(solved[:, 0], m.item_bias_, atol=1e-8)
+    np.testing.assert_allclose(solved[:, 1:], m.item_factors_, atol=1e-8)
 
 
 def test_validation_grid_rows_match_separate_fits(small_low_rank):

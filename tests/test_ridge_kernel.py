@@ -103,6 +103,28 @@ def _reference_normal(M, Y, reg, scale, weights):
     return out
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+@pytest.mark.parametrize("shape", [dict(k=6), dict(k=40), dict(n_rows=25, n_cols=300, k=64,
+                                                                 density=0.4)],
+                         ids=["primal", "dual", "blocked"])
+def test_row_sse_is_each_rows_residual_sum_of_squares(solver, shape):
+    M, Y, rng = _problem(density=shape.pop("density", 0.3), **shape)
+    reg = rng.uniform(0.1, 2.0, M.shape[0])
+    rows = np.repeat(np.arange(M.shape[0]), np.diff(M.indptr))
+    for weights in (None, rng.uniform(0.5, 3.0, M.nnz)):
+        for dtype, rtol in ((np.float64, 1e-10), (np.float32, 1e-4)):
+            sse = np.full(M.shape[0], np.nan)
+            X = ridge_rows(M.indptr, M.indices, M.data, Y, reg, weights=weights,
+                           solver=solver, dtype=dtype, row_sse=sse)
+            X = X.astype(np.float64)
+            w = np.ones(M.nnz) if weights is None else weights
+            resid = M.data - np.einsum("nk,nk->n", X[rows], Y[M.indices])
+            expected = np.bincount(rows, w * resid**2, M.shape[0])
+            np.testing.assert_allclose(sse, expected, rtol=rtol, atol=1e-12)
+    with pytest.raises(ValueError, match="row_sse"):
+        ridge_rows(M.indptr, M.indices, M.data, Y, reg, row_sse=np.zeros(3))
+
+
 def test_negative_or_misshaped_weights_are_refused():
     M, Y, _ = _problem()
     with pytest.raises(ValueError, match="non-negative"):

@@ -150,8 +150,25 @@ def _lower_gram(GW, G, weighted):
 
 
 @numba.njit(cache=True, fastmath=_FAST)
+def _residual_ss(G, weights, values, start, x):
+    """sum_m w_m (v_m - G[m] . x)^2 over a gathered row, accumulated in float64."""
+    n_r, k = G.shape
+    weighted = weights.shape[0] > 0
+    total = 0.0
+    for m in range(n_r):
+        e = values[start + m]
+        for a in range(k):
+            e -= G[m, a] * x[a]
+        e2 = np.float64(e) * np.float64(e)
+        total += e2 * weights[start + m] if weighted else e2
+    return total
+
+
+@numba.njit(cache=True, fastmath=_FAST)
 def _solve_dual(indptr, indices, values, weights, Y, r, reg_r, scale, out):
-    """Row ``r`` through its n_r x n_r dual system (n_r < k, every penalty positive)."""
+    """Row ``r`` through its n_r x n_r dual system (n_r < k, every penalty positive).
+
+    Returns the row's weighted residual sum of squares, or -1 if the system failed."""
     k = Y.shape[1]
     start = indptr[r]
     n_r = indptr[r + 1] - start
@@ -174,31 +191,38 @@ def _solve_dual(indptr, indices, values, weights, Y, r, reg_r, scale, out):
     for m in range(n_r):
         M[m, m] += 1.0
     if not _cholesky_solve(M, c, n_r):
-        return False
+        return -1.0
     x = np.zeros(k, dtype=Y.dtype)  # x = D^-1 H^T z, accumulated row by row of HD
+    sse = 0.0
     for m in range(n_r):
         z = c[m]
+        # W^(1/2)(v - Y_J x) = c - H D^-1 H^T z = z, as (H D^-1 H^T + I) z = c
+        sse += np.float64(z) * np.float64(z)
         for a in range(k):
             x[a] += HD[m, a] * z
     for a in range(k):
         out[r, a] = x[a]
-    return True
+    return sse
 
 
 @numba.njit(parallel=True, cache=True)
-def _ridge_cholesky(indptr, indices, values, weights, Y, reg, out, scale, failed):
+def _ridge_cholesky(indptr, indices, values, weights, Y, reg, out, scale, failed, sse):
     n_rows = indptr.shape[0] - 1
     k = Y.shape[1]
     min_scale = scale.min() if k > 0 else 0.0
     for r in numba.prange(n_rows):
         n_r = indptr[r + 1] - indptr[r]
+        sse[r] = 0.0
         if n_r == 0:
             for a in range(k):
                 out[r, a] = 0.0
             continue
         if n_r < k and reg[r] * min_scale > 0.0:
-            if not _solve_dual(indptr, indices, values, weights, Y, r, reg[r], scale, out):
+            row_sse = _solve_dual(indptr, indices, values, weights, Y, r, reg[r], scale, out)
+            if row_sse < 0.0:
                 failed[r] = True
+            else:
+                sse[r] = row_sse
             continue
         G, GW, b = _gather(indptr, indices, values, weights, Y, r)
         # the Gram matrix through BLAS gemm (single-threaded inside each numba thread):
@@ -209,6 +233,7 @@ def _ridge_cholesky(indptr, indices, values, weights, Y, reg, out, scale, failed
         if _cholesky_solve(A, b, k):
             for a in range(k):
                 out[r, a] = b[a]
+            sse[r] = _residual_ss(G, weights, values, indptr[r], b)
         else:
             failed[r] = True
 
@@ -231,13 +256,14 @@ def _normal_matvec(G, w, weighted, reg, scale, x, t, y):
 
 
 @numba.njit(parallel=True, cache=True, fastmath=_FAST)
-def _ridge_cg(indptr, indices, values, weights, Y, reg, out, scale, n_steps):
+def _ridge_cg(indptr, indices, values, weights, Y, reg, out, scale, sse, n_steps):
     n_rows = indptr.shape[0] - 1
     k = Y.shape[1]
     weighted = weights.shape[0] > 0
     for r in numba.prange(n_rows):
         start = indptr[r]
         n_r = indptr[r + 1] - start
+        sse[r] = 0.0
         if n_r == 0:
             for a in range(k):
                 out[r, a] = 0.0
@@ -284,10 +310,11 @@ def _ridge_cg(indptr, indices, values, weights, Y, reg, out, scale, n_steps):
                 p[a] = res[a] + beta * p[a]
         for a in range(k):
             out[r, a] = x[a]
+        sse[r] = _residual_ss(G, weights, values, start, x)
 
 
 def ridge_rows(indptr, indices, values, Y, reg, *, weights=None, out=None, solver="cholesky",
-               cg_steps=3, dtype=None, reg_scale=None) -> np.ndarray:
+               cg_steps=3, dtype=None, reg_scale=None, row_sse=None) -> np.ndarray:
     """Solve one ridge problem per CSR row; see the module docstring.
 
     Parameters
@@ -312,6 +339,10 @@ def ridge_rows(indptr, indices, values, Y, reg, *, weights=None, out=None, solve
         Per-coordinate multipliers of the penalty: coordinate ``a`` of row ``r`` is
         penalised by ``reg[r] * reg_scale[a]`` (e.g. a bias column with its own
         regularisation). None means all ones.
+    row_sse : float64 ndarray of shape (n_rows,), optional
+        Filled with each row's weighted residual sum of squares at the returned
+        solution, ``sum_j w_rj (v_rj - Y[j] . x_r)^2`` (0 for empty rows), from data the
+        solve already holds: a fit's loss comes at no extra pass over the ratings.
 
     Returns
     -------
@@ -350,13 +381,18 @@ def ridge_rows(indptr, indices, values, Y, reg, *, weights=None, out=None, solve
         out,
         scale,
     )
+    if row_sse is None:
+        row_sse = np.empty(n_rows)
+    elif row_sse.shape != (n_rows,) or row_sse.dtype != np.float64:
+        raise ValueError(f"row_sse must be a float64 array of shape {(n_rows,)}, got "
+                         f"{row_sse.dtype} {row_sse.shape}")
     if solver == "cg":
         with numba.parallel_chunksize(_ROWS_PER_CHUNK):
-            _ridge_cg(*args, check_positive_int(cg_steps, "cg_steps"))
+            _ridge_cg(*args, row_sse, check_positive_int(cg_steps, "cg_steps"))
         return out
     failed = np.zeros(n_rows, dtype=np.bool_)
     with _single_threaded_blas(), numba.parallel_chunksize(_ROWS_PER_CHUNK):
-        _ridge_cholesky(*args, failed)
+        _ridge_cholesky(*args, failed, row_sse)
     if failed.any():
         bad = np.flatnonzero(failed)
         raise np.linalg.LinAlgError(

@@ -241,8 +241,9 @@ class ALS(FactorizationEstimator):
         return lam, lam_b
 
     def _solve_side(self, indptr, others, ratings, other_bias, other_factors, own_bias,
-                    own_factors, reg, mu):
-        """One half-step: every row's (bias, factors) given the other side's."""
+                    own_factors, reg, mu, row_sse=None):
+        """One half-step: every row's (bias, factors) given the other side's; ``row_sse``
+        receives each row's squared residuals at the new solution."""
         targets = ratings - ratings.dtype.type(mu)
         if other_bias is not None:
             targets = targets - other_bias[others]
@@ -253,7 +254,7 @@ class ALS(FactorizationEstimator):
         try:
             ridge_rows(indptr, others, targets, features, reg, out=solution,
                        solver=self.solver, cg_steps=self.cg_steps, dtype=ratings.dtype,
-                       reg_scale=self._coordinate_reg)
+                       reg_scale=self._coordinate_reg, row_sse=row_sse)
         except np.linalg.LinAlgError as exc:
             raise StopFit(f"stopped: singular or non-finite row systems: {exc}") from exc
         if own_bias is None:
@@ -267,16 +268,27 @@ class ALS(FactorizationEstimator):
                 s.user_indptr, s.user_items, s.user_ratings, state.item_bias,
                 state.item_factors, state.user_bias, state.user_factors, self._user_reg,
                 state.global_mean)
+            # the item half-step comes last, so its rows' squared residuals sum to the
+            # loss of the new state: no separate pass over the ratings for the objective
+            # or the training RMSE
+            item_sse = np.empty(len(s.item_indptr) - 1)
             state.item_bias, state.item_factors = self._solve_side(
                 s.item_indptr, s.item_users, s.item_ratings, state.user_bias,
                 state.user_factors, state.item_bias, state.item_factors, self._item_reg,
-                state.global_mean)
-            return {"objective": self.objective(state)}
+                state.global_mean, row_sse=item_sse)
+            sse = float(item_sse.sum())
+            return {"objective": self.objective(state, sse=sse),
+                    "train_rmse": float(np.sqrt(sse / s.nnz))}
 
-    def objective(self, state) -> float:
-        """The objective of ``regularization_scale`` at ``state`` (see module docstring)."""
+    def objective(self, state, sse=None) -> float:
+        """The objective of ``regularization_scale`` at ``state`` (see module docstring).
+
+        ``sse``, the sum of squared residuals over the training ratings, is computed
+        from ``state`` unless given.
+        """
         s = state.sides
-        sse = float(np.sum(residuals(state, s) ** 2))
+        if sse is None:
+            sse = float(np.sum(residuals(state, s) ** 2))
         lam, lam_b = self._lambdas()
 
         def penalty(bias, factors, counts):
