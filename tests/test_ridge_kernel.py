@@ -76,11 +76,13 @@ def test_short_rows_solved_through_the_dual_match_least_squares(weighted):
     np.testing.assert_allclose(got, _reference_normal(M, Y, reg, scale, weights), atol=1e-8)
 
 
-@pytest.mark.parametrize("k", [64, 65])
-def test_blocked_gram_at_large_rank_matches_normal_equations(k):
-    # rows of about 120 entries >= k: the primal path with the 2 x 2 block Gram
-    M, Y, rng = _problem(n_rows=25, n_cols=300, k=k, density=0.4)
-    assert np.diff(M.indptr).min() >= k
+@pytest.mark.parametrize("k, n_cols", [(64, 300), (65, 300), (20, 1500), (64, 1500)],
+                         ids=["blocked", "blocked-odd", "sliced", "blocked-sliced"])
+def test_blocked_gram_at_large_rank_matches_normal_equations(k, n_cols):
+    # rows of about 120 entries >= k: the primal path with the 2 x 2 block Gram; rows of
+    # about 600 (>= 512) entries: the Gram summed over slices of rows
+    M, Y, rng = _problem(n_rows=25, n_cols=n_cols, k=k, density=0.4)
+    assert np.diff(M.indptr).min() >= (512 if n_cols > 1000 else k)
     reg = rng.uniform(0.1, 2.0, M.shape[0])
     weights = rng.uniform(0.5, 3.0, M.nnz)
     for w in (None, weights):

