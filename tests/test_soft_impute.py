@@ -195,6 +195,24 @@ def test_acceleration_reaches_the_plain_solution_in_fewer_iterations(sparse_low_
     assert np.all(np.diff(obj) <= 1e-10 * obj[:-1])
 
 
+def test_rank_capped_steps_take_no_momentum(sparse_low_rank):
+    # the planted rank is 4; with max_rank=2 every step is capped, so the accelerated
+    # fit must run the plain iteration step for step (and still test convergence)
+    rm, lam = sparse_low_rank
+    kw = dict(regularization=0.3 * lam, center=None, max_rank=2, tol=1e-6, max_iter=400,
+              verbose=0, random_state=0)
+    fast = SoftImpute(acceleration="nesterov", **kw).fit(rm)
+    plain = SoftImpute(acceleration=None, **kw).fit(rm)
+    assert np.all(fast.history_["rank_capped"] == 1)
+    assert np.all(fast.history_["momentum"] == 0)
+    assert fast.stop_reason_ == plain.stop_reason_ == "converged"
+    assert fast.n_iter_ == plain.n_iter_
+    np.testing.assert_array_equal(_Z(fast), _Z(plain))
+    # uncapped (max_rank above the solution's rank), the same data still accelerates
+    uncapped = SoftImpute(acceleration="nesterov", **{**kw, "max_rank": 50}).fit(rm)
+    assert uncapped.history_["momentum"].max() > 0.5
+
+
 def test_extrapolated_point_is_the_combination_of_iterates(sparse_low_rank):
     # Y = Z_k + m (Z_k - Z_k-1) as stacked signed factors, with residuals combined
     # from the stored ones: checked against the dense Y and a fresh residual pass
