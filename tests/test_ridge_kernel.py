@@ -17,8 +17,9 @@ def _problem(n_rows=40, n_cols=30, k=6, density=0.3, seed=0):
     return M, rng.normal(size=(n_cols, k)), rng
 
 
-def _reference(M, Y, reg, weights=None):
+def _reference(M, Y, reg, weights=None, scale=None):
     k = Y.shape[1]
+    scale = np.ones(k) if scale is None else scale
     out = np.zeros((M.shape[0], k))
     for r in range(M.shape[0]):  # reference only: a plain loop over rows
         sl = slice(M.indptr[r], M.indptr[r + 1])
@@ -26,8 +27,8 @@ def _reference(M, Y, reg, weights=None):
         if len(J) == 0:
             continue
         w = np.ones(len(J)) if weights is None else weights[sl]
-        # least squares on the stacked system [sqrt(W) Y_J; sqrt(reg_r) I] x = [sqrt(W) v; 0]
-        A = np.vstack([np.sqrt(w)[:, None] * Y[J], np.sqrt(reg[r]) * np.eye(k)])
+        # least squares on the stacked system [sqrt(W) Y_J; sqrt(reg_r S)] x = [sqrt(W) v; 0]
+        A = np.vstack([np.sqrt(w)[:, None] * Y[J], np.diag(np.sqrt(reg[r] * scale))])
         rhs = np.concatenate([np.sqrt(w) * v, np.zeros(k)])
         out[r] = np.linalg.lstsq(A, rhs, rcond=None)[0]
     return out
@@ -73,12 +74,12 @@ def test_short_rows_solved_through_the_dual_match_least_squares(weighted):
     scale[0] = 0.0
     Y[:, 0] = 1.0
     got = ridge_rows(M.indptr, M.indices, M.data, Y, reg, weights=weights, reg_scale=scale)
-    np.testing.assert_allclose(got, _reference_normal(M, Y, reg, scale, weights), atol=1e-8)
+    np.testing.assert_allclose(got, _reference(M, Y, reg, weights, scale), atol=1e-8)
 
 
 @pytest.mark.parametrize("k, n_cols", [(64, 300), (65, 300), (20, 1500), (64, 1500)],
                          ids=["blocked", "blocked-odd", "sliced", "blocked-sliced"])
-def test_blocked_gram_at_large_rank_matches_normal_equations(k, n_cols):
+def test_blocked_gram_at_large_rank_matches_least_squares(k, n_cols):
     # rows of about 120 entries >= k: the primal path with the 2 x 2 block Gram; rows of
     # about 600 (>= 512) entries: the Gram summed over slices of rows
     M, Y, rng = _problem(n_rows=25, n_cols=n_cols, k=k, density=0.4)
@@ -87,22 +88,7 @@ def test_blocked_gram_at_large_rank_matches_normal_equations(k, n_cols):
     weights = rng.uniform(0.5, 3.0, M.nnz)
     for w in (None, weights):
         got = ridge_rows(M.indptr, M.indices, M.data, Y, reg, weights=w)
-        np.testing.assert_allclose(got, _reference_normal(M, Y, reg, np.ones(k), w),
-                                   atol=1e-10)
-
-
-def _reference_normal(M, Y, reg, scale, weights):
-    k = Y.shape[1]
-    out = np.zeros((M.shape[0], k))
-    for r in range(M.shape[0]):  # reference only: a plain loop over rows
-        sl = slice(M.indptr[r], M.indptr[r + 1])
-        J, v = M.indices[sl], M.data[sl]
-        if len(J) == 0:
-            continue
-        w = np.ones(len(J)) if weights is None else weights[sl]
-        A = (Y[J].T * w) @ Y[J] + np.diag(reg[r] * scale)
-        out[r] = np.linalg.solve(A, (Y[J].T * w) @ v)
-    return out
+        np.testing.assert_allclose(got, _reference(M, Y, reg, w), atol=1e-10)
 
 
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
