@@ -213,6 +213,23 @@ def _apply_touched(touched, n_touched, acc_bias, acc_F, bias, F, full_bias, full
     return n_clipped
 
 
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
+def _catch_up_and_list(r, t, drift, bias, F, full_bias, full_F, seen, touched, n_touched):
+    """Apply row ``r``'s skipped full-gradient steps (lazy update) and list it once for
+    step ``t``; returns the new number of listed rows (the same for users and items)."""
+    if seen[r] < t:
+        lag = (t - seen[r]) * drift
+        bias[r] -= lag * full_bias[r]
+        for f in range(F.shape[1]):
+            F[r, f] -= lag * full_F[r, f]
+        seen[r] = t
+    if seen[r] == t:
+        seen[r] = t + 1  # marks r as listed for this step
+        touched[n_touched] = r
+        n_touched += 1
+    return n_touched
+
+
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
 def svrg_epoch(users, items, ratings, order, batch_size, n_steps, mu,
                user_bias, item_bias, P, Q,
@@ -255,28 +272,12 @@ def svrg_epoch(users, items, ratings, order, batch_size, n_steps, mu,
         # 1. bring touched rows up to date and list them (each once)
         for n in range(start, stop):
             j = order[n]
-            u = users[j]
-            i = items[j]
-            if user_seen[u] < t:
-                lag = (t - user_seen[u]) * drift
-                user_bias[u] -= lag * full_user_bias[u]
-                for f in range(k):
-                    P[u, f] -= lag * full_P[u, f]
-                user_seen[u] = t
-            if user_seen[u] == t:
-                user_seen[u] = t + 1  # marks u as listed for this step
-                touched_users[n_users_touched] = u
-                n_users_touched += 1
-            if item_seen[i] < t:
-                lag = (t - item_seen[i]) * drift
-                item_bias[i] -= lag * full_item_bias[i]
-                for f in range(k):
-                    Q[i, f] -= lag * full_Q[i, f]
-                item_seen[i] = t
-            if item_seen[i] == t:
-                item_seen[i] = t + 1
-                touched_items[n_items_touched] = i
-                n_items_touched += 1
+            n_users_touched = _catch_up_and_list(users[j], t, drift, user_bias, P,
+                                                 full_user_bias, full_P, user_seen,
+                                                 touched_users, n_users_touched)
+            n_items_touched = _catch_up_and_list(items[j], t, drift, item_bias, Q,
+                                                 full_item_bias, full_Q, item_seen,
+                                                 touched_items, n_items_touched)
         # 2. minibatch correction sum_B (grad l_j(theta) - grad l_j(snap)), theta unchanged
         for n in range(start, stop):
             j = order[n]
