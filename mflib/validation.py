@@ -101,3 +101,154 @@ def check_dtype(dtype) -> np.dtype:
     if dt not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     return dt
+
+
+# ---------------------------------------------------------------------- parameter constraints
+class ParameterError(ValueError, TypeError):
+    """An estimator parameter outside its declared constraints (a ValueError and a
+    TypeError, so either ``except`` catches it)."""
+
+
+class Constraint:
+    """One accepted form of a parameter: ``accepts(value)`` and ``describe()``."""
+
+    def accepts(self, value) -> bool:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+class Interval(Constraint):
+    """An ``int`` or ``real`` number in an interval.
+
+    ``closed`` says which ends belong to it: "both", "left", "right" or "neither";
+    None for an end means unbounded.
+    """
+
+    def __init__(self, kind: str, low=None, high=None, closed: str = "both"):
+        if kind not in ("int", "real"):
+            raise ValueError(f"kind must be 'int' or 'real', got {kind!r}")
+        self.kind, self.low, self.high, self.closed = kind, low, high, closed
+
+    def accepts(self, value) -> bool:
+        if not (_is_int(value) if self.kind == "int" else _is_real(value)):
+            return False
+        if self.kind == "real" and value != value:  # NaN
+            return False
+        lo_ok = self.low is None or (value >= self.low if self.closed in ("both", "left")
+                                     else value > self.low)
+        hi_ok = self.high is None or (value <= self.high if self.closed in ("both", "right")
+                                      else value < self.high)
+        return bool(lo_ok and hi_ok)
+
+    def describe(self) -> str:
+        what = "an integer" if self.kind == "int" else "a real number"
+        left = "[" if self.closed in ("both", "left") else "("
+        right = "]" if self.closed in ("both", "right") else ")"
+        if self.low is not None and self.high is not None:
+            return f"{what} in {left}{self.low}, {self.high}{right}"
+        if self.low is not None:
+            return f"{what} {'>=' if left == '[' else '>'} {self.low}"
+        if self.high is not None:
+            return f"{what} {'<=' if right == ']' else '<'} {self.high}"
+        return what
+
+
+class Options(Constraint):
+    """One of a fixed set of values (strings, None, ...)."""
+
+    def __init__(self, *values):
+        self.values = values
+
+    def accepts(self, value) -> bool:
+        return any(value is v or (isinstance(value, str) and value == v) for v in self.values)
+
+    def describe(self) -> str:
+        if len(self.values) == 1:
+            return repr(self.values[0])
+        return "one of " + ", ".join(map(repr, self.values))
+
+
+class InstanceOf(Constraint):
+    """An instance of one of ``types`` (described by ``description``)."""
+
+    def __init__(self, types, description: str):
+        self.types, self.description = types, description
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, self.types) and not (isinstance(value, bool)
+                                                      and bool not in _as_tuple(self.types))
+
+    def describe(self) -> str:
+        return self.description
+
+
+class HasMethods(Constraint):
+    """An object with the given methods (e.g. a line search with ``search``)."""
+
+    def __init__(self, *methods):
+        self.methods = methods
+
+    def accepts(self, value) -> bool:
+        return all(callable(getattr(value, m, None)) for m in self.methods)
+
+    def describe(self) -> str:
+        return "an object with method(s) " + ", ".join(self.methods)
+
+
+class Callbacks(Constraint):
+    """A list or tuple of callables ``cb(iteration, metrics, model)``."""
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, (list, tuple)) and all(callable(cb) for cb in value)
+
+    def describe(self) -> str:
+        return "a list of callables cb(iteration, metrics, model)"
+
+
+def _as_tuple(types):
+    return types if isinstance(types, tuple) else (types,)
+
+
+#: reusable constraints
+NONE = Options(None)
+BOOLEAN = InstanceOf((bool, np.bool_), "True or False")
+POSITIVE_INT = Interval("int", 1)
+NONNEGATIVE_INT = Interval("int", 0)
+POSITIVE = Interval("real", 0, closed="neither")
+NONNEGATIVE = Interval("real", 0)
+RANDOM_STATE = InstanceOf((numbers.Integral, np.random.Generator, np.random.SeedSequence,
+                           np.random.RandomState), "an int, a numpy Generator or None")
+DTYPE = Options("float64", "float32", np.float64, np.float32)
+N_JOBS = (NONE, Interval("int", 1), Interval("int", None, -1))
+
+
+def check_constraints(owner: str, constraints: dict, params: dict) -> None:
+    """Check every ``params[name]`` against ``constraints[name]`` (a list of
+    :class:`Constraint`; the value must satisfy one of them).
+
+    Raises
+    ------
+    ParameterError
+        Naming ``owner``, the parameter, what it accepts and the value received.
+    """
+    missing = sorted(set(params) - set(constraints))
+    if missing:
+        raise TypeError(f"{owner} declares no constraint for parameter(s) {missing}")
+    for name, value in params.items():
+        rules = constraints[name]
+        if any(rule.accepts(value) for rule in rules):
+            continue
+        accepted = " or ".join(rule.describe() for rule in rules)
+        raise ParameterError(
+            f"{owner}: {name} must be {accepted}; got {value!r} ({type(value).__name__})"
+        )
