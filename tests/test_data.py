@@ -254,7 +254,7 @@ def test_user_split_keeps_every_user_in_training(stamped):
 
 
 def test_temporal_split_orders_each_user_by_time(stamped):
-    s = temporal_split(stamped, (0.7, 0.15, 0.15))
+    s = temporal_split(stamped, test_size=0.15, val_size=0.15)
     for u in range(0, stamped.n_users, 7):
         tr = s.train.timestamps[s.train.users == u]
         va = s.validation.timestamps[s.validation.users == u]
@@ -279,7 +279,7 @@ def test_kfold_tests_each_rating_once(stamped):
 
 
 def test_cold_start_split_holds_out_whole_items(stamped):
-    s = cold_start_split(stamped, item_fraction=0.2, random_state=0)
+    s = cold_start_split(stamped, test_size=0.2, random_state=0)
     assert set(s.test.items.tolist()).isdisjoint(s.train.items.tolist())
     assert s.unseen("test")["unseen_item_pairs"] == s.test.nnz
 
@@ -297,8 +297,8 @@ def test_split_arguments_are_checked(stamped):
         make_split(stamped, "time")
     with pytest.raises(ValueError, match="test_size"):
         random_split(stamped, test_size=1.5)
-    with pytest.raises(ValueError, match="summing to 1"):
-        temporal_split(stamped, (0.5, 0.2))
+    with pytest.raises(ValueError, match=r"test_size \+ val_size must be < 1"):
+        temporal_split(stamped, test_size=0.5, val_size=0.5)
 
 
 # ---------------------------------------------------------------------- synthetic
