@@ -23,7 +23,7 @@ from mflib.data import (
     user_split,
 )
 from mflib.data.datasets import REGISTRY, get_dataset
-from mflib.validation import DataError
+from mflib.validation import DataError, IdTypeError
 
 
 # ---------------------------------------------------------------------- RatingMatrix
@@ -41,6 +41,49 @@ def test_id_lookup_marks_unknown_ids():
     rm = RatingMatrix.from_arrays([5, 7], [1, 2], [3.0, 4.0])
     np.testing.assert_array_equal(rm.user_index([7, 5, 99]), [1, 0, -1])
     np.testing.assert_array_equal(rm.item_index([2, 3]), [1, -1])
+    # float ids (e.g. X = data[:, :2] of a float array) still find int ids
+    np.testing.assert_array_equal(rm.user_index(np.array([7.0, 5.5])), [1, -1])
+    strs = RatingMatrix.from_arrays(["a", "b"], [1, 2], [3.0, 4.0])
+    np.testing.assert_array_equal(strs.user_index(np.array(["b", "z"], dtype=object)), [1, -1])
+
+
+@pytest.mark.parametrize(
+    "which,given,shown,trained",
+    [
+        ("user", ["7", "5"], "are str (e.g. '7'", "are int (e.g. 5)"),
+        ("item", np.array(["1"]), "are str (e.g. '1'", "are int (e.g. 1)"),
+        ("user", "7", "are str (e.g. '7'", "are int"),
+        ("user", np.array([7, "5"], dtype=object), "a mix of types (e.g. '5'", "are int"),
+    ],
+)
+def test_id_lookup_refuses_ids_of_another_type(which, given, shown, trained):
+    rm = RatingMatrix.from_arrays([5, 7], [1, 2], [3.0, 4.0])
+    lookup = rm.user_index if which == "user" else rm.item_index
+    with pytest.raises(IdTypeError) as err:
+        lookup(given)
+    assert isinstance(err.value, TypeError) and isinstance(err.value, DataError)
+    assert shown in str(err.value) and trained in str(err.value)
+    assert f"pass {which} ids of type int" in str(err.value)
+
+
+def test_id_lookup_refuses_int_ids_for_str_training_ids():
+    rm = RatingMatrix.from_arrays(["a", "b"], ["x", "y"], [3.0, 4.0])
+    with pytest.raises(IdTypeError, match=r"given are int \(e.g. 1 .*are str \(e.g. 'x'\)"):
+        rm.item_index([1])
+
+
+@pytest.mark.parametrize(
+    "ratings,match",
+    [
+        (np.array([4.0 + 0j, 3 + 1j]), r"complex numbers \(dtype complex128, e.g. \(3\+1j\)\)"),
+        (np.array([4.0, 3.0], dtype=object), "dtype object"),
+        (np.array([4.0, None], dtype=object), "None of type NoneType at position 1"),
+        (["4", "x"], "'x' of type str at position 1"),
+    ],
+)
+def test_complex_and_non_numeric_ratings_are_refused(ratings, match):
+    with pytest.raises(DataError, match=match):
+        RatingMatrix.from_arrays([1, 2], [1, 2], ratings)
 
 
 @pytest.mark.parametrize(
