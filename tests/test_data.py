@@ -357,6 +357,24 @@ def test_netflix_lines_count_the_header(data_dir):
         load_dataset("netflix", download=False)
 
 
+def test_a_repeated_rating_names_both_lines(data_dir):
+    ratings = b"\n".join(ML1M_GOOD + [b"1::661::4::978302999"]) + b"\n"
+    _zip(data_dir / "ml-1m.zip", "ml-1m", {"ratings.dat": ratings, "movies.dat": ML1M_MOVIES})
+    with pytest.raises(DataFileError, match=r"ratings.dat, line 4: user 1 rates item 661 again "
+                                            r"\(first on line 2\)"):
+        load_dataset("ml-1m", download=False, verify=False)
+    folder = data_dir / "cuhk-stat3009-netflix"
+    folder.mkdir()
+    (folder / "train.csv").write_text("movie_id,user_id,rating,date\n10,1,4,2004-02-10\n"
+                                      "11,1,4,2004-02-10\n")
+    (folder / "test.csv").write_text("movie_id,user_id,rating,date\n12,1,4,2004-02-10\n"
+                                     "11,1,3,2004-02-11\n")
+    with pytest.raises(DataFileError) as err:
+        load_predefined_split("netflix", "course", download=False, verify=False)
+    assert err.value.path == str(folder / "test.csv") and err.value.line == 3
+    assert f"again (first on line 3 of {folder / 'train.csv'})" in str(err.value)
+
+
 def test_a_file_that_is_not_a_zip_is_reported(data_dir):
     (data_dir / "ml-1m.zip").write_bytes(b"<html>rate limited</html>")
     with pytest.raises(DataError, match="ml-1m.zip is not a readable zip archive"):

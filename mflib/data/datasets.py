@@ -474,7 +474,32 @@ def _frame(user, item, rating, timestamp=None) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def _to_matrix(frames, name, files, item_info=None, tags=None) -> RatingMatrix:
+def _duplicate_error(parts) -> DataFileError | None:
+    """The second rating of a (user, item) pair already rated, with both lines."""
+    both = pd.concat([f[["user", "item"]] for f, _ in parts], ignore_index=True)
+    dup = both.duplicated(keep=False).to_numpy()
+    if not dup.any():
+        return None
+    rows = np.flatnonzero(dup)
+    pairs = both.to_numpy()
+    first = rows[0]
+    again = rows[1:][(pairs[rows[1:]] == pairs[first]).all(axis=1)][0]
+    starts = np.cumsum([0] + [len(f) for f, _ in parts])
+
+    def locate(row):
+        k = int(np.searchsorted(starts, row, side="right") - 1)
+        return parts[k][1], int(row - starts[k])
+
+    (t1, r1), (t2, r2) = locate(first), locate(again)
+    before = f"line {t1.line(r1)}" + ("" if t1 is t2 else f" of {t1.where}")
+    user, item = pairs[first]
+    return t2.error(r2, None, None, f"user {user} rates item {item} again (first on {before}); "
+                                    "each (user, item) pair is rated once")
+
+
+def _to_matrix(parts, name, item_info=None, tags=None) -> RatingMatrix:
+    """One RatingMatrix from (frame, table) parts, rows in file order."""
+    frames = [f for f, _ in parts]
     df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
     ts = df["timestamp"].to_numpy() if "timestamp" in df else None
     try:
@@ -483,11 +508,14 @@ def _to_matrix(frames, name, files, item_info=None, tags=None) -> RatingMatrix:
             item_info=item_info, tags=tags, name=name,
         )
     except DataError as exc:
-        raise DataError(f"{' + '.join(files)} of {name}: {exc}") from exc
+        located = _duplicate_error(parts)
+        if located is not None:
+            raise located from exc
+        raise DataError(f"{' + '.join(t.where for _, t in parts)}: {exc}") from exc
 
 
 def _ratings_table(t: _Table, scale: RatingScale, known_items=None, movies_file="",
-                   cols=("user", "item", "rating", "timestamp")) -> pd.DataFrame:
+                   cols=("user", "item", "rating", "timestamp")) -> tuple[pd.DataFrame, _Table]:
     """user, item, rating, timestamp of a ratings file (columns ``cols`` in the file),
     every line checked; rated items must be in ``known_items`` (from ``movies_file``)."""
     user_col, item_col, rating_col, time_col = cols
@@ -495,7 +523,7 @@ def _ratings_table(t: _Table, scale: RatingScale, known_items=None, movies_file=
     item = t.ints(item_col, low=1)
     if known_items is not None:
         t.known(item_col, item, known_items, movies_file)
-    return _frame(user, item, t.ratings(rating_col, scale), t.timestamps(time_col))
+    return _frame(user, item, t.ratings(rating_col, scale), t.timestamps(time_col)), t
 
 
 def _ml100k_items(src: _Source) -> pd.DataFrame:
@@ -515,7 +543,7 @@ def _ml100k_items(src: _Source) -> pd.DataFrame:
     return items.set_index("item")
 
 
-def _ml100k_ratings(src: _Source, name: str, items: pd.DataFrame) -> pd.DataFrame:
+def _ml100k_ratings(src: _Source, name: str, items: pd.DataFrame):
     t = _Table(src, name, sep="\t", names=["user", "item", "rating", "timestamp"])
     return _ratings_table(t, src.ds.scale, items.index.to_numpy(), "u.item")
 
@@ -523,7 +551,7 @@ def _ml100k_ratings(src: _Source, name: str, items: pd.DataFrame) -> pd.DataFram
 def parse_ml100k(src: _Source, name="ml-100k") -> RatingMatrix:
     """MovieLens 100K: ``u.data`` (tab separated), ``u.item`` + ``u.genre`` (latin-1)."""
     items = _ml100k_items(src)
-    return _to_matrix([_ml100k_ratings(src, "u.data", items)], name, ["u.data"], items)
+    return _to_matrix([_ml100k_ratings(src, "u.data", items)], name, items)
 
 
 def _dat_movies(src: _Source) -> pd.DataFrame:
@@ -535,7 +563,7 @@ def _dat_movies(src: _Source) -> pd.DataFrame:
                          "genres": t.df["genres"].to_numpy()}).set_index("item")
 
 
-def _dat_ratings(src: _Source, movies: pd.DataFrame) -> pd.DataFrame:
+def _dat_ratings(src: _Source, movies: pd.DataFrame):
     t = _Table(src, "ratings.dat", sep="::", names=["user", "item", "rating", "timestamp"])
     return _ratings_table(t, src.ds.scale, movies.index.to_numpy(), "movies.dat")
 
@@ -543,7 +571,7 @@ def _dat_ratings(src: _Source, movies: pd.DataFrame) -> pd.DataFrame:
 def parse_ml1m(src: _Source, name="ml-1m") -> RatingMatrix:
     """MovieLens 1M: ``ratings.dat`` and ``movies.dat``, ``::`` separated, latin-1."""
     movies = _dat_movies(src)
-    return _to_matrix([_dat_ratings(src, movies)], name, ["ratings.dat"], movies)
+    return _to_matrix([_dat_ratings(src, movies)], name, movies)
 
 
 def _tags(t: _Table, user_col="user", item_col="item") -> pd.DataFrame:
@@ -558,7 +586,7 @@ def parse_ml10m(src: _Source, name="ml-10m") -> RatingMatrix:
     tags = None
     if src.exists("tags.dat"):
         tags = _tags(_Table(src, "tags.dat", sep="::", names=["user", "item", "tag", "timestamp"]))
-    return _to_matrix([ratings], name, ["ratings.dat"], movies, tags)
+    return _to_matrix([ratings], name, movies, tags)
 
 
 def parse_ml_latest(src: _Source, name="ml-latest-small") -> RatingMatrix:
@@ -575,24 +603,22 @@ def parse_ml_latest(src: _Source, name="ml-latest-small") -> RatingMatrix:
                              cols=("userId", "movieId", "rating", "timestamp"))
     t = _Table(src, "tags.csv", sep=",", header=True, quoted=True)
     t.require(["userId", "movieId", "tag", "timestamp"])
-    return _to_matrix([ratings], name, ["ratings.csv"], movies, _tags(t, "userId", "movieId"))
+    return _to_matrix([ratings], name, movies, _tags(t, "userId", "movieId"))
 
 
-def _course_frame(src: _Source, fname: str) -> pd.DataFrame:
+def _course_frame(src: _Source, fname: str) -> tuple[pd.DataFrame, _Table]:
     t = _Table(src, fname, sep=",", header=True, quoted=True)
     # columns by name: the files' header order is movie_id,user_id,rating,date
     t.require(["user_id", "movie_id", "rating"])
     # ids are 0-based (LabelEncoder codes) in the course files
-    out = _frame(t.ints("user_id", low=0), t.ints("movie_id", low=0),
-                 t.ratings("rating", src.ds.scale),
-                 t.dates("date") if "date" in t.df else None)
-    return out
+    return _frame(t.ints("user_id", low=0), t.ints("movie_id", low=0),
+                  t.ratings("rating", src.ds.scale),
+                  t.dates("date") if "date" in t.df else None), t
 
 
 def parse_netflix(src: _Source, name="netflix") -> RatingMatrix:
     """The course Netflix subset: ``train.csv`` then ``test.csv`` (rows in file order)."""
-    files = ["train.csv", "test.csv"]
-    return _to_matrix([_course_frame(src, f) for f in files], name, files)
+    return _to_matrix([_course_frame(src, f) for f in ("train.csv", "test.csv")], name)
 
 
 # ---------------------------------------------------------------------- registry
@@ -885,14 +911,14 @@ def load_predefined_split(name: str, split: str, *, download: bool = True, verif
         choices = ", ".join(ds.splits) or "none"
         raise KeyError(f"{name} has no predefined split {split!r}; its splits: {choices}")
     ds, src = _source(name, download, verify)
-    files = list(ds.splits[split])
+    files = ds.splits[split]
     if name == "netflix":
-        frames = [_course_frame(src, f) for f in files]
+        parts = [_course_frame(src, f) for f in files]
         item_info = None
     else:
         item_info = _ml100k_items(src)
-        frames = [_ml100k_ratings(src, f, item_info) for f in files]
-    both = _to_matrix(frames, f"{name}/{split}", files, item_info)
-    n_train = len(frames[0])
+        parts = [_ml100k_ratings(src, f, item_info) for f in files]
+    both = _to_matrix(parts, f"{name}/{split}", item_info)
+    n_train = len(parts[0][0])
     rows = np.arange(both.nnz)
     return Split(both.take(rows[:n_train]), both.take(rows[n_train:]), method=f"{name}:{split}")

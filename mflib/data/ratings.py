@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..validation import DataError, check_id_kind, check_pairs, check_ratings, id_kind
+from ..validation import DataError, _plain, check_id_kind, check_pairs, check_ratings, id_kind
 
 
 def _index_ids(raw, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -122,8 +122,9 @@ class RatingMatrix:
             k = int(np.flatnonzero(counts > 1)[0])
             u, i = divmod(int(uniq[k]), self.n_items)
             raise DataError(
-                f"{n_dup} duplicate (user, item) rating(s), e.g. user {self.user_ids[u]!r} "
-                f"and item {self.item_ids[i]!r} rated {int(counts[k])} times; pass "
+                f"{n_dup} duplicate (user, item) rating(s), e.g. user "
+                f"{_plain(self.user_ids[u])!r} and item {_plain(self.item_ids[i])!r} rated "
+                f"{int(counts[k])} times; pass "
                 "duplicates='mean' or duplicates='last' to combine them"
             )
         if how == "mean":
