@@ -45,7 +45,7 @@ def _one_line(text) -> str:
 
 
 # ---------------------------------------------------------------------- YAML 1.2 values
-class _Yaml12Loader(yaml.SafeLoader):
+class YAML12Loader(yaml.SafeLoader):
     """``safe_load`` with the YAML 1.2 core schema's scalars.
 
     PyYAML implements YAML 1.1, where ``1e-3`` is a string (a float needs a dot),
@@ -55,7 +55,7 @@ class _Yaml12Loader(yaml.SafeLoader):
     """
 
 
-_Yaml12Loader.yaml_implicit_resolvers = {}
+YAML12Loader.yaml_implicit_resolvers = {}
 for _tag, _pattern, _first in [
     ("null", r"~|null|Null|NULL|", "~nN"),
     ("bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
@@ -63,7 +63,7 @@ for _tag, _pattern, _first in [
     ("float", r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)", "-+0123456789."),
 ]:
-    _Yaml12Loader.add_implicit_resolver(
+    YAML12Loader.add_implicit_resolver(
         f"tag:yaml.org,2002:{_tag}", re.compile(f"^(?:{_pattern})$"),
         list(_first) + ([""] if _tag == "null" else []),
     )
@@ -76,12 +76,12 @@ def _construct_int(loader, node) -> int:
     return int(text, 16) if text.startswith("0x") else int(text, 10)
 
 
-_Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+YAML12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def parse_value(text: str):
     """A parameter value written in YAML 1.2 (``1e-3`` -> 0.001, ``[1, 2]`` -> list)."""
-    return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader: builds no objects
+    return yaml.load(text, Loader=YAML12Loader)  # a SafeLoader: builds no objects
 
 
 def _param(text: str) -> tuple[str, object]:
