@@ -289,6 +289,10 @@ ML1M_GOOD = [b"1::1193::5::978300760", b"1::661::3::978302109", b"2::1193::4::97
         (2, b"", "user an empty field is not an integer"),
         (2, b"1::661::3", "timestamp an empty field is not an integer"),
         (2, b"1::661::3::978302109::7", "cannot be parsed"),
+        (1, b"9999999999999999999::1193::5::978300760", "user '9999999999999999999' is too large"),
+        (1, b"99999999999999999999::1193::5::978300760",
+         "user '99999999999999999999' is not an integer (of at most 18 digits)"),
+        (2, "1::\u0663::3::978302109".encode(), "item '\u0663' is not an integer"),
     ],
 )
 def test_ml1m_parser_names_file_line_and_value(data_dir, line, bad, message):
@@ -663,6 +667,7 @@ def local_server(tmp_path):
     thread.start()
     yield root, f"http://127.0.0.1:{server.server_address[1]}/"
     server.shutdown()
+    server.server_close()
 
 
 @pytest.mark.realdata
