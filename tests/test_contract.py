@@ -15,7 +15,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 
 from mflib.data import make_low_rank
 from mflib.registry import estimators
-from mflib.validation import DataError, ParameterError
+from mflib.validation import DataError, IdTypeError, ParameterError
 
 ESTIMATORS = sorted(estimators().items())
 
@@ -116,7 +116,10 @@ def test_recommend_excludes_seen_items(name, cls, data):
     assert np.all(np.diff(recs["score"]) <= 0)
     everything = est.recommend(user, k=rm.n_items, exclude_seen=False)
     assert len(everything) == rm.n_items
-    assert len(est.recommend("no-such-user", k=3)) == 3
+    unknown = X[:, 0].max() + 1  # an id of the training ids' type that is not among them
+    assert len(est.recommend(unknown, k=3)) == 3
+    with pytest.raises(IdTypeError):  # a str id could never match int training ids
+        est.recommend("no-such-user", k=3)
 
 
 @pytest.mark.parametrize("name,cls", ESTIMATORS)
