@@ -22,7 +22,7 @@ from .callbacks import progress_enabled
 from .data import REGISTRY, fetch, load_dataset, load_predefined_split, make_split
 from .data.datasets import get_dataset, local_status
 from .data.split import SPLITS
-from .metrics import ranking_metrics, rating_metrics
+from .experiment import evaluate_fit, parse_value
 from .registry import estimators, make_estimator
 from .validation import DataError
 
@@ -45,45 +45,6 @@ def _one_line(text) -> str:
 
 
 # ---------------------------------------------------------------------- YAML 1.2 values
-class YAML12Loader(yaml.SafeLoader):
-    """``safe_load`` with the YAML 1.2 core schema's scalars.
-
-    PyYAML implements YAML 1.1, where ``1e-3`` is a string (a float needs a dot),
-    ``yes``/``on``/``no`` are booleans, ``010`` is octal 8 and ``1:30`` is 90. Here, as in
-    YAML 1.2: ``1e-3`` is a float, only true/false are booleans, ``010`` is ten, ``0o10``
-    is octal, and dates or ``1:30`` stay strings.
-    """
-
-
-YAML12Loader.yaml_implicit_resolvers = {}
-for _tag, _pattern, _first in [
-    ("null", r"~|null|Null|NULL|", "~nN"),
-    ("bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
-    ("int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", "-+0123456789"),
-    ("float", r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-              r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)", "-+0123456789."),
-]:
-    YAML12Loader.add_implicit_resolver(
-        f"tag:yaml.org,2002:{_tag}", re.compile(f"^(?:{_pattern})$"),
-        list(_first) + ([""] if _tag == "null" else []),
-    )
-
-
-def _construct_int(loader, node) -> int:
-    text = loader.construct_scalar(node)
-    if text.startswith("0o"):
-        return int(text[2:], 8)
-    return int(text, 16) if text.startswith("0x") else int(text, 10)
-
-
-YAML12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
-
-
-def parse_value(text: str):
-    """A parameter value written in YAML 1.2 (``1e-3`` -> 0.001, ``[1, 2]`` -> list)."""
-    return yaml.load(text, Loader=YAML12Loader)  # a SafeLoader: builds no objects
-
-
 def _param(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"--param expects key=value, got {text!r}")
@@ -149,11 +110,9 @@ def _split(args):
         raise CLIError("--test-size must be > 0: the test part would be empty")
     rm = load_dataset(args.dataset)
     kw = {"random_state": seed} if args.split != "temporal" else {}
-    if args.split == "temporal":
-        kw["fractions"] = ((1 - test_size - val_size, val_size, test_size)
-                           if val_size else (1 - test_size, test_size))
-    elif args.split == "cold_start":
-        kw.update(item_fraction=test_size, val_size=val_size)
+    if args.split == "kfold":  # one fold of round(1 / test_size) folds
+        n_splits = max(2, int(round(1 / test_size)))
+        kw.update(n_splits=n_splits, fold=args.fold, val_size=val_size)
     else:
         kw.update(test_size=test_size, val_size=val_size)
     return make_split(rm, args.split, **kw)
@@ -231,9 +190,10 @@ def cmd_data(args) -> int:
 
 
 def _evaluate(model, split, k: int) -> pd.DataFrame:
-    rows = [rating_metrics(model, split.test)]
-    rows.append(ranking_metrics(model, split.test, k=k).drop("users"))
-    return pd.concat(rows).to_frame(type(model).__name__)
+    row = evaluate_fit(model, test=split.test, ranking_k=k)
+    keys = ["test_rmse", "test_mae", "fallback_fraction", f"precision@{k}", f"recall@{k}",
+            f"ndcg@{k}", f"map@{k}"]
+    return pd.Series({key: row[key] for key in keys}).to_frame(type(model).__name__)
 
 
 def cmd_fit(args) -> int:
@@ -315,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"generated splits only (default {DEFAULT_VAL_SIZE})")
         sp.add_argument("--seed", type=int, default=None,
                         help=f"random generated splits only (default {DEFAULT_SEED})")
+        sp.add_argument("--fold", type=int, default=0,
+                        help="with --split kfold: which of the round(1 / test-size) folds "
+                             "tests (0-based)")
         sp.add_argument("-k", type=_positive_int, default=10,
                         help="cut-off of the ranking metrics (>= 1)")
 

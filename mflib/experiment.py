@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import re
 import time
 from pathlib import Path
 
@@ -22,9 +23,48 @@ from sklearn.base import clone
 from sklearn.model_selection import ParameterGrid
 
 
+class YAML12Loader(yaml.SafeLoader):
+    """``safe_load`` with the YAML 1.2 core schema's scalars.
+
+    PyYAML implements YAML 1.1, where ``1e-3`` is a string (a float needs a dot),
+    ``yes``/``on``/``no`` are booleans, ``010`` is octal 8 and ``1:30`` is 90. Here, as in
+    YAML 1.2: ``1e-3`` is a float, only true/false are booleans, ``010`` is ten, ``0o10``
+    is octal, and dates or ``1:30`` stay strings.
+    """
+
+
+YAML12Loader.yaml_implicit_resolvers = {}
+for _tag, _pattern, _first in [
+    ("null", r"~|null|Null|NULL|", "~nN"),
+    ("bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    ("int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", "-+0123456789"),
+    ("float", r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+              r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)", "-+0123456789."),
+]:
+    YAML12Loader.add_implicit_resolver(
+        f"tag:yaml.org,2002:{_tag}", re.compile(f"^(?:{_pattern})$"),
+        list(_first) + ([""] if _tag == "null" else []),
+    )
+
+
+def _construct_int(loader, node) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    return int(text, 16) if text.startswith("0x") else int(text, 10)
+
+
+YAML12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def parse_value(text: str):
+    """A parameter value written in YAML 1.2 (``1e-3`` -> 0.001, ``[1, 2]`` -> list)."""
+    return yaml.load(text, Loader=YAML12Loader)  # a SafeLoader: builds no objects
+
+
 def _read_yaml(path: Path) -> dict:
     with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
+        data = yaml.load(fh, Loader=YAML12Loader) or {}  # a SafeLoader: builds no objects
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of parameter names to values")
     return data
