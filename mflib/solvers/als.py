@@ -48,7 +48,7 @@ from ..validation import (
     Options,
     check_random_state,
 )
-from .state import LayoutState, residuals
+from .state import LayoutState, initial_factors, residuals
 
 REGULARIZATION_SCALES = ("sum", "weighted", "course")
 
@@ -173,12 +173,13 @@ class ALS(FactorizationEstimator):
         rng = check_random_state(self.random_state)
         k = self.n_factors
         layout = training_layout(train)
+        P, Q = initial_factors(rng, train.n_users, train.n_items, k, self.init_std, dtype)
         state = ALSState(
             global_mean=float(train.ratings.mean()) if self.use_bias else 0.0,
             user_bias=np.zeros(train.n_users, dtype) if self.use_bias else None,
             item_bias=np.zeros(train.n_items, dtype) if self.use_bias else None,
-            user_factors=rng.normal(0.0, self.init_std, (train.n_users, k)).astype(dtype),
-            item_factors=rng.normal(0.0, self.init_std, (train.n_items, k)).astype(dtype),
+            user_factors=P,
+            item_factors=Q,
             layout=layout,
             ratings_csr=layout.ratings_csr.astype(dtype, copy=False),
             ratings_csc=layout.ratings_csc.astype(dtype, copy=False),

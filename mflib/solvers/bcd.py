@@ -24,7 +24,7 @@ from ..fitting import StopFit
 from ..kernels.pairs import pair_dots
 from ..kernels.ridge import ridge_rows
 from ..validation import NONNEGATIVE, POSITIVE, POSITIVE_INT, check_random_state
-from .state import LayoutState, residuals
+from .state import LayoutState, initial_factors, residuals
 
 
 def _row_means(indptr_counts: np.ndarray, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -81,13 +81,13 @@ class BiasedBCD(FactorizationEstimator):
 
     def _init_state(self, train):
         rng = check_random_state(self.random_state)
-        k = self.n_factors
+        P, Q = initial_factors(rng, train.n_users, train.n_items, self.n_factors, self.init_std)
         return LayoutState(
             global_mean=0.0,
             user_bias=np.zeros(train.n_users),
             item_bias=np.zeros(train.n_items),
-            user_factors=rng.normal(0.0, self.init_std, (train.n_users, k)),
-            item_factors=rng.normal(0.0, self.init_std, (train.n_items, k)),
+            user_factors=P,
+            item_factors=Q,
             layout=training_layout(train),
         )
 

@@ -33,7 +33,7 @@ from ..base import FactorizationEstimator
 from ..data.layout import training_layout
 from ..kernels.lasso import lasso_rows
 from ..validation import NONNEGATIVE, POSITIVE, POSITIVE_INT, Options, check_random_state
-from .state import LayoutState, residuals
+from .state import LayoutState, initial_factors, residuals
 
 SCALES = ("sum", "weighted", "course", "sklearn")
 
@@ -103,11 +103,11 @@ class LassoMF(FactorizationEstimator):
 
     def _init_state(self, train):
         rng = check_random_state(self.random_state)
-        k = self.n_factors
+        P, Q = initial_factors(rng, train.n_users, train.n_items, self.n_factors, self.init_std)
         return LayoutState(
             global_mean=0.0,
-            user_factors=rng.normal(0.0, self.init_std, (train.n_users, k)),
-            item_factors=rng.normal(0.0, self.init_std, (train.n_items, k)),
+            user_factors=P,
+            item_factors=Q,
             layout=training_layout(train),
         )
 

@@ -37,6 +37,7 @@ from ..validation import (
     Options,
     check_random_state,
 )
+from .state import initial_factors
 
 SCHEDULES = ("constant", "inverse", "exponential")
 PARALLEL_MODES = (None, False, "blocked", "hogwild")
@@ -192,13 +193,14 @@ class _StochasticMF(FactorizationEstimator):
 
     def _init_common(self, train, dtype) -> StochasticState:
         rng = check_random_state(self.random_state)
-        k = self.n_factors
+        P, Q = initial_factors(rng, train.n_users, train.n_items, self.n_factors, self.init_std,
+                               dtype)
         state = StochasticState(
             global_mean=float(train.ratings.mean()),
             user_bias=np.zeros(train.n_users, dtype=dtype),
             item_bias=np.zeros(train.n_items, dtype=dtype),
-            user_factors=rng.normal(0.0, self.init_std, (train.n_users, k)).astype(dtype),
-            item_factors=rng.normal(0.0, self.init_std, (train.n_items, k)).astype(dtype),
+            user_factors=P,
+            item_factors=Q,
             rng=rng,
             workspace=_Workspace.build(train),
         )

@@ -21,3 +21,11 @@ class LayoutState(FactorState):
 def residuals(state: FactorState, layout: TrainingLayout) -> np.ndarray:
     """``r - r_hat`` for every training rating, in CSR order, float64."""
     return layout.ratings_csr - state.predict(layout.user_of_rating, layout.user_items)
+
+
+def initial_factors(rng, n_users: int, n_items: int, k: int, std: float,
+                    dtype=np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """User then item factors with N(0, std^2) entries drawn from ``rng`` (a Generator)."""
+    P = rng.normal(0.0, std, (n_users, k)).astype(dtype, copy=False)
+    Q = rng.normal(0.0, std, (n_items, k)).astype(dtype, copy=False)
+    return P, Q
