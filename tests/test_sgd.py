@@ -224,8 +224,8 @@ def test_divergence_stops_with_advice_and_finite_predictions(small_low_rank):
     ({"regularization": -1.0}, "regularization must be a real number >= 0"),
     ({"n_factors": 0}, "n_factors must be an integer >= 1"),
     ({"dtype": "int32"}, "dtype must be one of 'float64', 'float32'"),
-    ({"parallel": "threads"}, "parallel must be one of None, False, 'blocked', 'hogwild'; "
-                              "got 'threads'"),
+    ({"parallel": "threads"}, "parallel must be one of 'auto', None, False, 'blocked', "
+                              "'hogwild'; got 'threads'"),
     ({"parallel": "blocked", "shuffle": False}, "use shuffle=True"),
     ({"schedule": "exponential", "decay": 1.5}, r"decay must be in \(0, 1\]"),
 ])
@@ -278,3 +278,89 @@ def test_tolerance_and_callbacks_stop_the_fit(small_low_rank):
     early.fit(split.train, eval_set=split.test)
     assert early.stop_reason_.startswith("early_stopping") and early.n_iter_ < 400
     assert len(early.history_["val_rmse"]) == early.n_iter_
+
+
+def test_training_sse_equals_direct_sum(tiny):
+    rm, users, items, (bu, bi, P, Q) = tiny
+    lay = _Workspace.build(rm).layout
+    direct = sum((r - (3.0 + bu[u] + bi[i] + P[u] @ Q[i])) ** 2
+                 for u, i, r in zip(users, items, rm.ratings, strict=True))
+    for threads in ("serial", "parallel"):
+        from mflib import execution
+
+        below = dict(execution.SERIAL_BELOW)
+        try:
+            execution.SERIAL_BELOW["residuals"] = 0 if threads == "parallel" else 1 << 60
+            sse = kernels.training_sse(lay.user_indptr, lay.user_items, lay.ratings_csr, 3.0,
+                                       bu, bi, P, Q)
+        finally:
+            execution.SERIAL_BELOW.update(below)
+        assert sse == pytest.approx(direct, rel=1e-12), threads
+
+
+@pytest.mark.parametrize("params", [{}, {"dtype": "float32"}, {"parallel": "blocked"},
+                                    {"record_grad_norm": True}])
+def test_recorded_objective_and_rmse_equal_a_direct_computation(small_low_rank, params):
+    """Every epoch's objective and train_rmse describe the model after that epoch: a fit
+    of n epochs (same seed, so the same epochs) gives the model to compare with."""
+    rm, _ = small_low_rank
+    kw = dict(n_factors=3, learning_rate=0.02, regularization=LAM, random_state=4, verbose=0,
+              **params)
+    history = SGD(max_iter=3, **kw).fit(rm).history_
+    users, items = rm.users, rm.items
+    for n in (1, 2, 3):
+        m = SGD(max_iter=n, **kw).fit(rm)
+        P, Q = m.user_factors_.astype(float), m.item_factors_.astype(float)
+        bu, bi = m.user_bias_.astype(float), m.item_bias_.astype(float)
+        direct = np.mean([rating_loss(r, m.global_mean_, bu[u], bi[i], P[u], Q[i])
+                          for u, i, r in zip(users, items, rm.ratings, strict=True)])
+        rtol = 1e-5 if params.get("dtype") == "float32" else 1e-10
+        assert history["objective"][n - 1] == pytest.approx(direct, rel=rtol)
+        assert history["train_rmse"][n - 1] == pytest.approx(
+            rmse(rm.ratings, m.predict(rm)), rel=rtol)
+    assert ("grad_norm" in history) == bool(params.get("record_grad_norm"))
+
+
+def test_grad_norm_when_asked_is_the_norm_of_the_full_gradient(small_low_rank):
+    from mflib.solvers.sgd import full_gradient
+
+    rm, _ = small_low_rank
+    m = SGD(n_factors=3, max_iter=2, regularization=LAM, record_grad_norm=True,
+            random_state=1, verbose=0).fit(rm)
+    state = StochasticState(m.global_mean_, m.user_bias_, m.item_bias_, m.user_factors_,
+                            m.item_factors_, workspace=_Workspace.build(rm))
+    norm = np.sqrt(sum(np.sum(g ** 2) for g in full_gradient(state, LAM)))
+    assert m.history_["grad_norm"][-1] == pytest.approx(norm, rel=1e-10)
+
+
+def test_auto_mode_is_serial_on_small_data_and_blocked_on_large(small_low_rank):
+    from mflib import execution
+
+    rm, _ = small_low_rank
+    assert SGD(max_iter=1, n_factors=2, verbose=0).fit(rm).parallel_mode_ == "serial"
+    below = execution.SERIAL_BELOW["sgd_blocked"]
+    try:
+        execution.SERIAL_BELOW["sgd_blocked"] = rm.nnz
+        many = SGD(max_iter=1, n_factors=2, n_jobs=2, verbose=0).fit(rm)
+        one = SGD(max_iter=1, n_factors=2, n_jobs=1, verbose=0).fit(rm)
+        in_order = SGD(max_iter=1, n_factors=2, n_jobs=2, shuffle=False, verbose=0).fit(rm)
+    finally:
+        execution.SERIAL_BELOW["sgd_blocked"] = below
+    expected = "blocked" if execution.max_threads() > 1 else "serial"
+    assert many.parallel_mode_ == expected
+    assert one.parallel_mode_ == "serial" and in_order.parallel_mode_ == "serial"
+
+
+def test_float32_epoch_matches_reference_in_float32(tiny):
+    """The float32 kernel steps rows with its coefficients rounded to float32; a NumPy
+    replay doing the same agrees to float32 precision."""
+    rm, users, items, params = tiny
+    fast = [a.astype(np.float32) for a in params]
+    ref = [a.astype(np.float64) for a in fast]
+    order = np.random.default_rng(2).permutation(rm.nnz)
+    kernels.sgd_epoch(users[order].astype(np.int32), items[order].astype(np.int32),
+                      rm.ratings[order], 3.0, *fast, 0.05, LAM)
+    reference_epoch(users, items, rm.ratings, order, 3.0, *ref, 0.05, LAM)
+    for a, b in zip(fast, ref, strict=True):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

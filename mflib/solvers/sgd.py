@@ -6,10 +6,13 @@ Both solvers minimise the same objective, the mean per-rating loss
     f = 1/N sum_(u,i) [ 1/2 (r_ui - r_hat_ui)^2 + lam/2 (b_u^2 + c_i^2 + |p_u|^2 + |q_i|^2) ],
 
 whose penalty touches a row once per rating of that row (as in Funk's SVD and
-Surprise's ``SVD``). The history records ``objective`` (= f), ``grad_norm`` (the norm of
-the full gradient of f, computed after each epoch), ``step_size``, ``epoch_seconds``
-(the epoch alone: shuffling and the kernel, without that bookkeeping) and, from the fit
-template, ``train_rmse`` / ``val_rmse``. The hot loops live in
+Surprise's ``SVD``). The history records ``objective`` (= f) and ``train_rmse`` at the
+end of each epoch, both from one pass over the ratings that only reads (SVRG gets them
+from the residuals of its snapshot's full gradient), ``grad_norm`` (the norm of the full
+gradient of f: always for SVRG, which needs the gradient anyway; for SGD only with
+``record_grad_norm=True``, as it costs a pass that also writes per-row sums),
+``step_size``, ``epoch_seconds`` (the epoch alone: shuffling and the kernel, without that
+bookkeeping) and, from the fit template, ``val_rmse``. The hot loops live in
 :mod:`mflib.kernels.sgd`; CPU only.
 """
 
@@ -23,6 +26,7 @@ import time
 import numba
 import numpy as np
 
+from .. import execution
 from ..base import FactorizationEstimator, FactorState
 from ..data.layout import TrainingLayout, training_layout
 from ..fitting import StopFit
@@ -40,7 +44,7 @@ from ..validation import (
 from .state import initial_factors
 
 SCHEDULES = ("constant", "inverse", "exponential")
-PARALLEL_MODES = (None, False, "blocked", "hogwild")
+PARALLEL_MODES = ("auto", None, False, "blocked", "hogwild")
 #: default ``decay`` of each schedule (the prototype decayed by 0.9 per epoch)
 DEFAULT_DECAY = {"constant": 0.0, "inverse": 1.0, "exponential": 0.9}
 #: an objective this many times above its starting value counts as divergence
@@ -129,6 +133,22 @@ def objective(state: StochasticState, regularization: float, resid: np.ndarray) 
                              regularization)
 
 
+def loss(state: StochasticState, regularization: float, sse: float | None = None):
+    """``(f, sse)``: the mean per-rating loss and the sum of squared residuals at
+    ``state``. Without ``sse``, one read-only pass over the ratings (CSR order) computes
+    it; nothing per rating is written."""
+    ws = state.workspace
+    if sse is None:
+        lay = ws.layout
+        sse = kernels.training_sse(lay.user_indptr, lay.user_items, lay.ratings_csr,
+                                   state.global_mean, state.user_bias, state.item_bias,
+                                   state.user_factors, state.item_factors)
+    value = kernels.loss_from_sse(sse, len(ws.ratings), state.user_bias, state.item_bias,
+                                  state.user_factors, state.item_factors, ws.user_counts,
+                                  ws.item_counts, regularization)
+    return value, sse
+
+
 def _residual_pass(state: StochasticState) -> tuple:
     """Residuals into the workspace and the data parts ``(E 1, E^T 1, E Q, E^T P)`` of the
     full gradient, in one pass over the ratings."""
@@ -181,6 +201,8 @@ class _StochasticMF(FactorizationEstimator):
         "decay": [NONE, NONNEGATIVE],
         "dtype": [DTYPE],
     }
+    #: SVRG needs the full gradient at every snapshot; SGD computes it only when asked
+    _needs_gradient = False
 
     def _check_common(self):
         decay = DEFAULT_DECAY[self.schedule] if self.decay is None else self.decay
@@ -204,8 +226,13 @@ class _StochasticMF(FactorizationEstimator):
             rng=rng,
             workspace=_Workspace.build(train),
         )
-        state.initial_objective = objective(state, self.regularization,
-                                            compute_residuals(state))
+        if self._needs_gradient:
+            # the snapshot gradient of epoch e is the end-of-epoch gradient of epoch e-1
+            state.workspace.extra["gradient"] = full_gradient(state, self.regularization)
+            state.initial_objective = objective(state, self.regularization,
+                                                state.workspace.residuals)
+        else:
+            state.initial_objective = loss(state, self.regularization)[0]
         return state
 
     def _current_step_size(self, state) -> float:
@@ -223,17 +250,22 @@ class _StochasticMF(FactorizationEstimator):
                 f"(now {self.learning_rate!r}) or a decaying schedule"
             )
 
-    def _epoch_metrics(self, state) -> tuple[dict, tuple]:
-        """Objective, full gradient and its norm at the end of an epoch; advances the epoch.
-
-        The residuals left in the workspace are those of the new parameters.
-        """
-        parts = _residual_pass(state)
-        value = objective(state, self.regularization, state.workspace.residuals)
+    def _epoch_metrics(self, state) -> tuple[dict, tuple | None]:
+        """Objective and training RMSE at the end of an epoch, and the full gradient and
+        its norm when the solver needs it or the user asked for it (then the residuals
+        left in the workspace are those of the new parameters); advances the epoch."""
+        gradient = self._needs_gradient or getattr(self, "record_grad_norm", False)
+        parts = _residual_pass(state) if gradient else None
+        sse = kernels.sum_squares(state.workspace.residuals) if gradient else None
+        value, sse = loss(state, self.regularization, sse)
         self._check_divergence(state, value)  # before NumPy touches non-finite values
-        grads = _assemble_gradient(state, self.regularization, parts)
-        metrics = {"objective": value, "grad_norm": _norm(grads),
+        metrics = {"objective": value,
+                   "train_rmse": math.sqrt(sse / len(state.workspace.ratings)),
                    "step_size": self._current_step_size(state)}
+        grads = None
+        if gradient:
+            grads = _assemble_gradient(state, self.regularization, parts)
+            metrics["grad_norm"] = _norm(grads)
         state.epoch += 1
         return metrics, grads
 
@@ -269,8 +301,12 @@ class SGD(_StochasticMF):
     shuffle : bool, default True
         Visit ratings in a new random order each epoch (from ``random_state``); False
         keeps the order of the training data.
-    parallel : {None, "blocked", "hogwild"}, default None
-        None: one thread, ratings in a fresh random order. "blocked": stratified SGD
+    parallel : {"auto", None, "blocked", "hogwild"}, default "auto"
+        "auto": one thread below the measured size of
+        ``mflib.execution.SERIAL_BELOW["sgd_blocked"]`` ratings (or with one thread),
+        "blocked" above it; never "hogwild", which measured slower than "blocked" and
+        is not reproducible. The mode chosen is ``parallel_mode_``. None: one thread,
+        ratings in a fresh random order. "blocked": stratified SGD
         (DSGD / FPSGD): users and items are split at random into ``n_blocks`` groups
         each, ratings into ``n_blocks^2`` blocks; each epoch runs ``n_blocks`` strata in
         random order, a stratum's blocks (sharing no user or item) in parallel, and each
@@ -283,6 +319,9 @@ class SGD(_StochasticMF):
         the thread count, so results do not depend on the machine.
     dtype : {"float64", "float32"}, default "float64"
         Precision of the parameters (accumulations are float64).
+    record_grad_norm : bool, default False
+        Also record ``grad_norm``, the norm of the full gradient of f after each epoch
+        (one more pass over the ratings per epoch).
     tol : float, default 0.0
         Stop when the relative change of the objective falls below ``tol`` (0: never).
     n_jobs : int or None, default None
@@ -301,8 +340,11 @@ class SGD(_StochasticMF):
     user_factors_ : ndarray (n_users, n_factors)
     item_factors_ : ndarray (n_items, n_factors)
     history_ : History
-        ``objective``, ``grad_norm``, ``step_size``, ``epoch_seconds``, ``train_rmse``,
-        ``val_rmse`` (with ``eval_set``), ``time``, ``wall_time`` per epoch.
+        ``objective``, ``train_rmse``, ``step_size``, ``epoch_seconds``, ``grad_norm``
+        (with ``record_grad_norm``), ``val_rmse`` (with ``eval_set``), ``time``,
+        ``wall_time`` per epoch.
+    parallel_mode_ : {"serial", "blocked", "hogwild"}
+        The mode the fit ran in (what ``parallel="auto"`` chose).
     n_iter_ : int
     stop_reason_ : str
         "max_iter", "converged", or "diverged: ..." (the model of the last finite
@@ -313,13 +355,14 @@ class SGD(_StochasticMF):
         "shuffle": [BOOLEAN],
         "parallel": [Options(*PARALLEL_MODES)],
         "n_blocks": [POSITIVE_INT],
+        "record_grad_norm": [BOOLEAN],
     }
     _contract_params = {"n_factors": 3, "max_iter": 3}
 
     def __init__(self, n_factors=100, learning_rate=0.005, regularization=0.02, max_iter=20,
-                 schedule="constant", decay=None, init_std=0.1, shuffle=True, parallel=None,
-                 n_blocks=8, dtype="float64", tol=0.0, n_jobs=None, random_state=None,
-                 verbose=0, callbacks=None):
+                 schedule="constant", decay=None, init_std=0.1, shuffle=True, parallel="auto",
+                 n_blocks=8, dtype="float64", record_grad_norm=False, tol=0.0, n_jobs=None,
+                 random_state=None, verbose=0, callbacks=None):
         self.n_factors = n_factors
         self.learning_rate = learning_rate
         self.regularization = regularization
@@ -331,22 +374,33 @@ class SGD(_StochasticMF):
         self.parallel = parallel
         self.n_blocks = n_blocks
         self.dtype = dtype
+        self.record_grad_norm = record_grad_norm
         self.tol = tol
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
 
+    def _resolve_parallel(self, n_ratings: int) -> str:
+        """The epoch kernel: ``parallel`` itself, or for "auto" the faster of one thread
+        and "blocked" at this size and thread count (the table of :mod:`mflib.execution`)."""
+        if self.parallel != "auto":
+            return self.parallel or "serial"
+        if self.shuffle and execution.run_parallel("sgd_blocked", n_ratings):
+            return "blocked"
+        return "serial"
+
     def _init_state(self, train):
         dtype = self._check_common()
         if self.parallel == "blocked" and not self.shuffle:
             raise ValueError("parallel='blocked' shuffles within blocks; use shuffle=True")
+        self.parallel_mode_ = self._resolve_parallel(train.nnz)
         state = self._init_common(train, dtype)
         ws = state.workspace
         users32, items32 = ws.layout.index32
         ws.extra.update(users=np.empty_like(users32), items=np.empty_like(items32),
                         ratings=np.empty_like(ws.ratings))
-        if self.parallel == "blocked":
+        if self.parallel_mode_ == "blocked":
             g = self.n_blocks
             user_group = state.rng.permutation(train.n_users) % g  # balanced random groups
             item_group = state.rng.permutation(train.n_items) % g
@@ -372,8 +426,9 @@ class SGD(_StochasticMF):
 
     def _step(self, state, train):
         ws = state.workspace
+        mode = self.parallel_mode_
         t0 = time.perf_counter()
-        if self.parallel == "blocked":
+        if mode == "blocked":
             order, schedule = self._blocked_order(state)
         elif self.shuffle:
             order = state.rng.permutation(len(ws.ratings))
@@ -387,9 +442,9 @@ class SGD(_StochasticMF):
         args = (users, items, ratings, state.global_mean, state.user_bias, state.item_bias,
                 state.user_factors, state.item_factors, self._current_step_size(state),
                 float(self.regularization))
-        if self.parallel == "blocked":
+        if mode == "blocked":
             kernels.sgd_epoch_blocked(*args[:3], ws.extra["block_start"], schedule, *args[3:])
-        elif self.parallel == "hogwild":
+        elif mode == "hogwild":
             kernels.sgd_epoch_hogwild(*args, 4 * numba.get_num_threads())
         else:
             kernels.sgd_epoch(*args)
@@ -453,6 +508,7 @@ class SVRG(_StochasticMF):
         "clip_norm": [NONE, POSITIVE],
     }
     _contract_params = {"n_factors": 3, "max_iter": 3, "batch_size": 10}
+    _needs_gradient = True
 
     def __init__(self, n_factors=100, learning_rate=0.005, regularization=0.02,
                  batch_size=100, inner_steps=None, max_iter=20, schedule="exponential",
@@ -488,8 +544,6 @@ class SVRG(_StochasticMF):
             touched_users=np.empty(self.batch_size, dtype=np.int64),
             touched_items=np.empty(self.batch_size, dtype=np.int64),
         )
-        # the snapshot gradient of epoch e is the end-of-epoch gradient of epoch e-1
-        ws.extra["gradient"] = full_gradient(state, self.regularization)
         return state
 
     def _n_steps(self, nnz: int) -> int:
