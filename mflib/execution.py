@@ -224,11 +224,30 @@ def fit_context(estimator):
     return use_policy(policy_for(estimator))
 
 
+# True inside every_path_parallel(): each cut-off of SERIAL_BELOW counts as 0
+_all_parallel: contextvars.ContextVar[bool] = contextvars.ContextVar("mflib_all_parallel",
+                                                                     default=False)
+
+
+@contextlib.contextmanager
+def every_path_parallel():
+    """Inside the block, every job counts as large enough for the threads (when numba
+    has more than one): a fit's warm-up on a tiny problem then also loads the parallel
+    entry points its real, larger problem will use (see
+    :meth:`mflib.base.FactorizationEstimator._warm_up`)."""
+    token = _all_parallel.set(True)
+    try:
+        yield
+    finally:
+        _all_parallel.reset(token)
+
+
 def run_parallel(kind: str, size: int) -> bool:
     """Whether a ``kind`` job of ``size`` should use the threads: numba has more than one
     (as the policy set it) and the job is not below its cut-off in :data:`SERIAL_BELOW`.
     Kernels with a serial and a parallel entry point pick one by it."""
-    return size >= SERIAL_BELOW[kind] and numba.get_num_threads() > 1
+    big = size >= SERIAL_BELOW[kind] or _all_parallel.get()
+    return big and numba.get_num_threads() > 1
 
 
 def kernel_threads(kind: str, size: int):
@@ -245,6 +264,7 @@ __all__ = [
     "ExecutionPolicy",
     "config_context",
     "current",
+    "every_path_parallel",
     "fit_context",
     "kernel_threads",
     "max_threads",
