@@ -506,15 +506,15 @@ def test_spider_default_step_length_binds_in_the_first_epoch(planted, monkeypatc
         return retract(self, point, vector, method)
 
     radius = []
-    setup = RSPIDER._setup
+    first = RSPIDER._first_step_size
 
     def remember(self, state):
-        setup(self, state)
+        first(self, state)
         radius.append(state.extra["max_step_length"])
         moves.clear()  # the "auto" learning-rate search retracts too
 
     monkeypatch.setattr(Grassmann, "retraction", recording)
-    monkeypatch.setattr(RSPIDER, "_setup", remember)
+    monkeypatch.setattr(RSPIDER, "_first_step_size", remember)
     model.fit(rm)
     moves, radius = np.array(moves), radius[-1]  # (the first fit may be a warm-up's)
     assert moves.max() <= radius * (1 + 1e-12)
@@ -553,3 +553,18 @@ def test_time_retractions_runs_with_one_blas_thread(monkeypatch):
     table = time_retractions(manifold, np.random.default_rng(0), n_calls=2)
     assert seen and set(seen) == {1}
     assert list(table["map"]) == ["qr", "polar", "cayley", "exp"]
+
+
+@pytest.mark.parametrize("cls", [RGD, RSVRG, Catalyst, DANE])
+def test_recorded_train_rmse_equals_a_direct_computation(planted, cls):
+    """Each iteration's train_rmse (from the residuals f was evaluated with) is the RMSE
+    of the model as it stood: a fit stopped there gives that model (same seed)."""
+    rm, _ = planted
+    kw = dict(n_factors=3, random_state=0, verbose=0, tol=0.0)
+    if cls is not RGD and cls is not DANE:
+        kw["batch_size"] = 8
+    history = cls(max_iter=3, **kw).fit(rm).history_
+    for n in (1, 3):
+        model = cls(max_iter=n, **kw).fit(rm)
+        direct = np.sqrt(np.mean((model.predict(rm) - rm.ratings) ** 2))
+        assert history["train_rmse"][n - 1] == pytest.approx(direct, rel=1e-9)

@@ -77,10 +77,13 @@ class Catalyst(VarianceReduced):
     _contract_params = {"n_factors": 2, "max_iter": 2, "random_state": 0, "max_doublings": 2}
 
     def _setup(self, state):
-        state.step_size = self._auto_learning_rate(state)
-        state.extra.update(v=state.item_factors.copy(), alpha=1.0, kappa=float(self.kappa),
-                           doublings=0, max_step_length=spider_step_length(
-                               state.step_size, float(np.linalg.norm(state.gradient))))
+        state.extra.update(alpha=1.0, kappa=float(self.kappa), doublings=0)
+
+    def _first_step_size(self, state):
+        # the "auto" line search may move the start: v starts there
+        super()._first_step_size(state)
+        state.extra.update(v=state.item_factors.copy(), max_step_length=spider_step_length(
+            state.step_size, float(np.linalg.norm(state.gradient))))
 
     def _prox(self, centre, kappa, start, state):
         lr = 1.0 / (1.0 / state.step_size + kappa)
@@ -95,6 +98,8 @@ class Catalyst(VarianceReduced):
         return point, ev, grad_f, ev.value + proximal.proximal_term(point), grad_prox
 
     def _step(self, state, train):
+        if state.step_size is None:
+            self._first_step_size(state)
         manifold = self._problem.manifold
         x, f_x = state.item_factors, state.value
         kappa, doublings = state.extra["kappa"], 0

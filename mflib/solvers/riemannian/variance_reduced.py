@@ -213,11 +213,7 @@ class VarianceReduced(GrassmannEstimator):
         return max(1, int(length * self._problem.n_active_users // self.batch_size))
 
     def _setup(self, state):
-        state.step_size = self._auto_learning_rate(state)
         state.extra.update(previous_snapshot=None, previous_gradient=None)
-        if self._method == "spider":
-            state.extra["max_step_length"] = self.max_step_length or spider_step_length(
-                state.step_size, float(np.linalg.norm(state.gradient)))
         momentum = getattr(self, "momentum", 0.0)
         if momentum > 0:
             state.extra["heavy_ball"] = HeavyBall(momentum)
@@ -237,7 +233,17 @@ class VarianceReduced(GrassmannEstimator):
         scale = 1.0 / self._inner_steps() if self.bb_scale is None else self.bb_scale
         return scale * bb
 
+    def _first_step_size(self, state):
+        """The fixed step, before the first epoch: with "auto" its line search is solver
+        work (on the clock, in the first iteration), not set-up."""
+        state.step_size = self._auto_learning_rate(state)
+        if self._method == "spider":
+            state.extra["max_step_length"] = self.max_step_length or spider_step_length(
+                state.step_size, float(np.linalg.norm(state.gradient)))
+
     def _step(self, state, train):
+        if state.step_size is None:
+            self._first_step_size(state)
         state.step_size = self._snapshot_step_size(state)
         state.extra.update(previous_snapshot=state.item_factors,
                            previous_gradient=state.gradient)
