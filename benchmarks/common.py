@@ -69,7 +69,7 @@ def machine_line() -> str:
 def skewed_ratings(n_users=70_000, n_items=10_000, n_ratings=10_000_000, rank=10,
                    noise=0.5, random_state=0):
     """A rating matrix with MovieLens-like skew and biases: user activity lognormal
-    (sigma 1), item popularity lognormal (sigma 1.2: the most popular items get about
+    (sigma 1), item popularity lognormal (sigma 1.35: the most popular items get about
     40k ratings at the default size), ratings ``3.5 + b_u + c_i + p_u . q_i + noise``.
 
     Pairs are drawn independently by activity and popularity and repeated pairs dropped,
@@ -81,7 +81,7 @@ def skewed_ratings(n_users=70_000, n_items=10_000, n_ratings=10_000_000, rank=10
 
     rng = np.random.default_rng(random_state)
     activity = rng.lognormal(0.0, 1.0, n_users)
-    popularity = rng.lognormal(0.0, 1.2, n_items)
+    popularity = rng.lognormal(0.0, 1.35, n_items)
     draw = int(n_ratings * 1.02)
     users = rng.choice(n_users, draw, p=activity / activity.sum())
     items = rng.choice(n_items, draw, p=popularity / popularity.sum())
