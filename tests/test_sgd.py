@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 
@@ -180,14 +182,39 @@ def test_blocked_kernel_matches_sequential_reference(tiny):
     np.cumsum(np.bincount(block_of, minlength=g * g), out=start[1:])
     grouped = np.argsort(block_of, kind="stable")
     schedule = np.array([[0, 3], [1, 2]])  # strata {(0,0), (1,1)} and {(0,1), (1,0)}
-    fast = [a.copy() for a in params]
-    kernels.sgd_epoch_blocked(users[grouped], items[grouped], rm.ratings[grouped], start,
-                              schedule, 3.0, *fast, 0.05, LAM)
-    visits = np.concatenate([grouped[start[b] : start[b + 1]] for b in schedule.ravel()])
+    # each block's positions in a random order of their own
+    order = np.concatenate([start[b] + rng.permutation(start[b + 1] - start[b])
+                            for b in range(g * g)])
+    visits = np.concatenate([grouped[order[start[b] : start[b + 1]]]
+                             for b in schedule.ravel()])
     ref = [a.copy() for a in params]
     reference_epoch(users, items, rm.ratings, visits, 3.0, *ref, 0.05, LAM)
-    for a, b in zip(fast, ref, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    from mflib import execution
+
+    for threads in ("serial", "parallel"):
+        fast = [a.copy() for a in params]
+        with execution.every_path_parallel() if threads == "parallel" else nullcontext():
+            kernels.sgd_epoch_blocked(users[grouped], items[grouped], rm.ratings[grouped],
+                                      order, start, schedule, 3.0, *fast, 0.05, LAM)
+        for a, b in zip(fast, ref, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_shuffle_within_blocks_permutes_each_block_uniformly():
+    start = np.array([0, 3, 3, 7], dtype=np.int64)
+    order = np.empty(7, dtype=np.int64)
+    rng = np.random.default_rng(0)
+    seen = {}
+    for _ in range(3000):
+        kernels.shuffle_within_blocks(order, start, rng.random(7))
+        assert sorted(order[:3]) == [0, 1, 2] and sorted(order[3:]) == [3, 4, 5, 6]
+        key = tuple(order[:3])
+        seen[key] = seen.get(key, 0) + 1
+    # the 6 orders of the first block, each about 1/6 of the time (5 sigma: +-0.034)
+    assert len(seen) == 6
+    assert all(abs(count / 3000 - 1 / 6) < 0.035 for count in seen.values())
+    kernels.shuffle_within_blocks(order, start, np.full(7, np.nextafter(1.0, 0.0)))
+    assert sorted(order) == list(range(7))  # a uniform next to 1 stays in range
 
 
 def test_blocked_is_deterministic_whatever_the_threads(small_low_rank):
@@ -333,22 +360,26 @@ def test_grad_norm_when_asked_is_the_norm_of_the_full_gradient(small_low_rank):
     assert m.history_["grad_norm"][-1] == pytest.approx(norm, rel=1e-10)
 
 
-def test_auto_mode_is_serial_on_small_data_and_blocked_on_large(small_low_rank):
+def test_auto_mode_is_blocked_on_threads_only_above_the_measured_size(small_low_rank,
+                                                                      monkeypatch):
     from mflib import execution
 
     rm, _ = small_low_rank
-    assert SGD(max_iter=1, n_factors=2, verbose=0).fit(rm).parallel_mode_ == "serial"
-    below = execution.SERIAL_BELOW["sgd_blocked"]
-    try:
-        execution.SERIAL_BELOW["sgd_blocked"] = rm.nnz
-        many = SGD(max_iter=1, n_factors=2, n_jobs=2, verbose=0).fit(rm)
-        one = SGD(max_iter=1, n_factors=2, n_jobs=1, verbose=0).fit(rm)
-        in_order = SGD(max_iter=1, n_factors=2, n_jobs=2, shuffle=False, verbose=0).fit(rm)
-    finally:
-        execution.SERIAL_BELOW["sgd_blocked"] = below
-    expected = "blocked" if execution.max_threads() > 1 else "serial"
-    assert many.parallel_mode_ == expected
-    assert one.parallel_mode_ == "serial" and in_order.parallel_mode_ == "serial"
+    calls = []
+    for name in ("_sgd_epoch_blocked_serial", "_sgd_epoch_blocked_parallel"):
+        kernel = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name,
+                            lambda *a, _k=kernel, _n=name: (calls.append(_n), _k(*a))[1])
+    kw = dict(max_iter=1, n_factors=2, random_state=0, verbose=0)
+    small = SGD(n_jobs=2, **kw).fit(rm)
+    assert small.parallel_mode_ == "blocked" and calls[-1] == "_sgd_epoch_blocked_serial"
+    monkeypatch.setitem(execution.SERIAL_BELOW, "sgd_blocked", rm.nnz)
+    large = SGD(n_jobs=2, **kw).fit(rm)
+    threads = "parallel" if execution.max_threads() > 1 else "serial"
+    assert calls[-1] == f"_sgd_epoch_blocked_{threads}"
+    np.testing.assert_array_equal(small.user_factors_, large.user_factors_)
+    assert SGD(shuffle=False, **kw).fit(rm).parallel_mode_ == "serial"
+    assert SGD(parallel=None, **kw).fit(rm).parallel_mode_ == "serial"
 
 
 def test_float32_epoch_matches_reference_in_float32(tiny):

@@ -91,19 +91,65 @@ def group_by_block(order, block_of, block_start, out):
         fill[b] += 1
 
 
+@numba.njit(cache=True, nogil=True)
+def shuffle_within_blocks(order, block_start, uniforms):
+    """``order[s:e]`` of every block (offsets ``block_start``) becomes a uniformly random
+    permutation of ``s .. e-1``: Fisher-Yates driven by ``uniforms`` (one float in [0, 1)
+    per position, drawn by the caller's generator, so the shuffle is reproducible)."""
+    for b in range(block_start.shape[0] - 1):
+        s = block_start[b]
+        e = block_start[b + 1]
+        for j in range(s, e):
+            order[j] = j
+        for j in range(e - 1, s, -1):
+            k = s + int(uniforms[j] * (j - s + 1))
+            k = min(k, j)  # uniforms[j] * (j - s + 1) may round up to j - s + 1
+            tmp = order[j]
+            order[j] = order[k]
+            order[k] = tmp
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
+def _sgd_block(users, items, ratings, order, block_start, b, mu, user_bias, item_bias, P, Q,
+               learning_rate, regularization):
+    for m in range(block_start[b], block_start[b + 1]):
+        n = order[m]
+        _sgd_update(users[n], items[n], ratings[n], mu, user_bias, item_bias, P, Q,
+                    learning_rate, regularization)
+
+
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
-def sgd_epoch_blocked(users, items, ratings, block_start, schedule, mu, user_bias, item_bias,
-                      P, Q, learning_rate, regularization):
-    """Stratified SGD (DSGD / FPSGD): ratings arrive grouped by block (user group x item
-    group, offsets ``block_start``); ``schedule[s]`` lists the blocks of stratum s, which
-    share no user and no item, so they run on parallel threads without races and the
-    result does not depend on the threads. Strata run one after the other."""
+def _sgd_epoch_blocked_parallel(users, items, ratings, order, block_start, schedule, mu,
+                                user_bias, item_bias, P, Q, learning_rate, regularization):
     for s in range(schedule.shape[0]):
         for g in numba.prange(schedule.shape[1]):
-            b = schedule[s, g]
-            for n in range(block_start[b], block_start[b + 1]):
-                _sgd_update(users[n], items[n], ratings[n], mu, user_bias, item_bias, P, Q,
-                            learning_rate, regularization)
+            _sgd_block(users, items, ratings, order, block_start, schedule[s, g], mu,
+                       user_bias, item_bias, P, Q, learning_rate, regularization)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _sgd_epoch_blocked_serial(users, items, ratings, order, block_start, schedule, mu,
+                              user_bias, item_bias, P, Q, learning_rate, regularization):
+    for s in range(schedule.shape[0]):
+        for g in range(schedule.shape[1]):
+            _sgd_block(users, items, ratings, order, block_start, schedule[s, g], mu,
+                       user_bias, item_bias, P, Q, learning_rate, regularization)
+
+
+def sgd_epoch_blocked(users, items, ratings, order, block_start, schedule, mu, user_bias,
+                      item_bias, P, Q, learning_rate, regularization):
+    """Stratified SGD (DSGD / FPSGD): the ratings are stored grouped by block (user group x
+    item group, offsets ``block_start``), and block ``b`` visits ``users[order[m]]``...
+    for ``m`` in its range (``order`` keeps each block's positions inside it, in the
+    epoch's random order). ``schedule[s]`` lists the blocks of stratum s, which share no
+    user and no item, so they run on parallel threads without races and the result does
+    not depend on the threads; strata run one after the other. One thread below
+    ``SERIAL_BELOW["sgd_blocked"]`` ratings: the blocks' small working sets keep the rows
+    in cache, which makes this order faster than a plain shuffle even then."""
+    kernel = (_sgd_epoch_blocked_parallel if run_parallel("sgd_blocked", ratings.shape[0])
+              else _sgd_epoch_blocked_serial)
+    kernel(users, items, ratings, order, block_start, schedule, mu, user_bias, item_bias, P, Q,
+           learning_rate, regularization)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")

@@ -26,7 +26,6 @@ import time
 import numba
 import numpy as np
 
-from .. import execution
 from ..base import FactorizationEstimator, FactorState
 from ..data.layout import TrainingLayout, training_layout
 from ..fitting import StopFit
@@ -213,7 +212,7 @@ class _StochasticMF(FactorizationEstimator):
         self._decay = float(decay)
         return np.dtype(self.dtype)
 
-    def _init_common(self, train, dtype) -> StochasticState:
+    def _init_common(self, train, dtype, blocks=None) -> StochasticState:
         rng = check_random_state(self.random_state)
         P, Q = initial_factors(rng, train.n_users, train.n_items, self.n_factors, self.init_std,
                                dtype)
@@ -226,6 +225,8 @@ class _StochasticMF(FactorizationEstimator):
             rng=rng,
             workspace=_Workspace.build(train),
         )
+        if blocks is not None:
+            self._group_by_block(state, blocks)
         if self._needs_gradient:
             # the snapshot gradient of epoch e is the end-of-epoch gradient of epoch e-1
             state.workspace.extra["gradient"] = full_gradient(state, self.regularization)
@@ -234,6 +235,24 @@ class _StochasticMF(FactorizationEstimator):
         else:
             state.initial_objective = loss(state, self.regularization)[0]
         return state
+
+    @staticmethod
+    def _group_by_block(state, n_groups: int) -> None:
+        """Users and items split at random into ``n_groups`` balanced groups each; the
+        ratings stored grouped by block (user group x item group, offsets
+        ``block_start``), for the blocked epoch and its loss pass."""
+        ws, rng = state.workspace, state.rng
+        user_group = rng.permutation(len(state.user_bias)) % n_groups
+        item_group = rng.permutation(len(state.item_bias)) % n_groups
+        block_of = user_group[ws.users] * n_groups + item_group[ws.items]
+        block_start = np.zeros(n_groups * n_groups + 1, dtype=np.int64)
+        np.cumsum(np.bincount(block_of, minlength=n_groups * n_groups), out=block_start[1:])
+        grouped = np.empty(len(block_of), dtype=np.int64)
+        kernels.group_by_block(np.arange(len(block_of)), block_of, block_start, grouped)
+        users32, items32 = ws.layout.index32
+        ws.extra.update(block_start=block_start, block_users=users32[grouped],
+                        block_items=items32[grouped], block_ratings=ws.ratings[grouped],
+                        order=np.empty(len(grouped), dtype=np.int64))
 
     def _current_step_size(self, state) -> float:
         return step_size(float(self.learning_rate), self.schedule, self._decay, state.epoch)
@@ -302,18 +321,21 @@ class SGD(_StochasticMF):
         Visit ratings in a new random order each epoch (from ``random_state``); False
         keeps the order of the training data.
     parallel : {"auto", None, "blocked", "hogwild"}, default "auto"
-        "auto": one thread below the measured size of
-        ``mflib.execution.SERIAL_BELOW["sgd_blocked"]`` ratings (or with one thread),
-        "blocked" above it; never "hogwild", which measured slower than "blocked" and
-        is not reproducible. The mode chosen is ``parallel_mode_``. None: one thread,
-        ratings in a fresh random order. "blocked": stratified SGD
-        (DSGD / FPSGD): users and items are split at random into ``n_blocks`` groups
-        each, ratings into ``n_blocks^2`` blocks; each epoch runs ``n_blocks`` strata in
-        random order, a stratum's blocks (sharing no user or item) in parallel, and each
-        block's ratings in a fresh random order. Deterministic for a fixed
-        ``random_state`` whatever the number of threads, and cache-friendly on large
-        data. "hogwild": threads take chunks of the shuffled ratings and update shared
-        rows without locks; NOT deterministic (thread interleaving changes the result).
+        "auto": "blocked" (with ``shuffle``; else None), which runs on one thread below
+        ``mflib.execution.SERIAL_BELOW["sgd_blocked"]`` ratings and on the threads above
+        it: its result does not depend on either, and its order keeps each block's rows
+        in cache, so even on one thread it measured faster than None's plain shuffle
+        (ml-100k, k=100: 8.8 -> 6.0 ms an epoch with ``n_blocks=16``... see
+        ``benchmarks/bench_sgd.py``). Never "hogwild", which measured slower than
+        "blocked" and is not reproducible. The mode chosen is ``parallel_mode_``.
+        None: one thread, ratings in a fresh uniformly random order (Surprise's ``SVD``).
+        "blocked": stratified SGD (DSGD / FPSGD): users and items are split at random
+        into ``n_blocks`` groups each, ratings into ``n_blocks^2`` blocks; each epoch
+        runs ``n_blocks`` strata in random order, a stratum's blocks (sharing no user or
+        item) in parallel, and each block's ratings in a fresh random order.
+        Deterministic for a fixed ``random_state`` whatever the number of threads.
+        "hogwild": threads take chunks of the shuffled ratings and update shared rows
+        without locks; NOT deterministic (thread interleaving changes the result).
     n_blocks : int, default 8
         Groups of users (and of items) for ``parallel="blocked"``; fixed, not taken from
         the thread count, so results do not depend on the machine.
@@ -381,77 +403,74 @@ class SGD(_StochasticMF):
         self.verbose = verbose
         self.callbacks = callbacks
 
-    def _resolve_parallel(self, n_ratings: int) -> str:
-        """The epoch kernel: ``parallel`` itself, or for "auto" the faster of one thread
-        and "blocked" at this size and thread count (the table of :mod:`mflib.execution`)."""
+    def _resolve_parallel(self) -> str:
+        """The epoch kernel: ``parallel`` itself, or "blocked" for "auto" (which runs on
+        one thread below the size in the table of :mod:`mflib.execution`)."""
         if self.parallel != "auto":
             return self.parallel or "serial"
-        if self.shuffle and execution.run_parallel("sgd_blocked", n_ratings):
-            return "blocked"
-        return "serial"
+        return "blocked" if self.shuffle else "serial"
 
     def _init_state(self, train):
         dtype = self._check_common()
         if self.parallel == "blocked" and not self.shuffle:
             raise ValueError("parallel='blocked' shuffles within blocks; use shuffle=True")
-        self.parallel_mode_ = self._resolve_parallel(train.nnz)
-        state = self._init_common(train, dtype)
+        self.parallel_mode_ = self._resolve_parallel()
+        blocked = self.parallel_mode_ == "blocked"
+        state = self._init_common(train, dtype, blocks=self.n_blocks if blocked else None)
         ws = state.workspace
-        users32, items32 = ws.layout.index32
-        ws.extra.update(users=np.empty_like(users32), items=np.empty_like(items32),
-                        ratings=np.empty_like(ws.ratings))
-        if self.parallel_mode_ == "blocked":
-            g = self.n_blocks
-            user_group = state.rng.permutation(train.n_users) % g  # balanced random groups
-            item_group = state.rng.permutation(train.n_items) % g
-            block_of = user_group[ws.users] * g + item_group[ws.items]
-            block_start = np.zeros(g * g + 1, dtype=np.int64)
-            np.cumsum(np.bincount(block_of, minlength=g * g), out=block_start[1:])
-            ws.extra.update(block_of=block_of, block_start=block_start,
-                            grouped=np.empty(len(ws.ratings), dtype=np.int64))
+        if not blocked:
+            users32, items32 = ws.layout.index32
+            ws.extra.update(users=np.empty_like(users32), items=np.empty_like(items32),
+                            ratings=np.empty_like(ws.ratings))
         return state
 
     def _blocked_order(self, state) -> tuple[np.ndarray, np.ndarray]:
-        """Rating indices grouped by block (random order inside each) and the strata:
+        """Each block's positions in a fresh random order (``order``), and the strata:
         ``schedule[s, g]`` is the block of user group g in stratum s."""
         ws, g = state.workspace, self.n_blocks
-        order = state.rng.permutation(len(ws.ratings))
-        kernels.group_by_block(order, ws.extra["block_of"], ws.extra["block_start"],
-                               ws.extra["grouped"])
+        kernels.shuffle_within_blocks(ws.extra["order"], ws.extra["block_start"],
+                                      state.rng.random(len(ws.ratings)))
         item_groups = state.rng.permutation(g)
         shifts = state.rng.permutation(g)
         groups = np.arange(g)
         schedule = groups[None, :] * g + item_groups[(groups[None, :] + shifts[:, None]) % g]
-        return ws.extra["grouped"], schedule
+        return ws.extra["order"], schedule
 
     def _step(self, state, train):
         ws = state.workspace
         mode = self.parallel_mode_
         t0 = time.perf_counter()
+        model = (state.global_mean, state.user_bias, state.item_bias, state.user_factors,
+                 state.item_factors, self._current_step_size(state), float(self.regularization))
         if mode == "blocked":
             order, schedule = self._blocked_order(state)
-        elif self.shuffle:
-            order = state.rng.permutation(len(ws.ratings))
+            ex = ws.extra
+            kernels.sgd_epoch_blocked(ex["block_users"], ex["block_items"], ex["block_ratings"],
+                                      order, ex["block_start"], schedule, *model)
+        else:
+            self._plain_epoch(state, mode, model)
+        seconds = time.perf_counter() - t0
+        metrics, _ = self._epoch_metrics(state)
+        metrics["epoch_seconds"] = seconds
+        return metrics
+
+    def _plain_epoch(self, state, mode, model) -> None:
+        """One thread or Hogwild over the ratings in a fresh shuffled (or the data's)
+        order."""
+        ws = state.workspace
         users32, items32 = ws.layout.index32
         if self.shuffle:  # gather into visiting order, so the kernel streams sequentially
+            order = state.rng.permutation(len(ws.ratings))
             users = np.take(users32, order, out=ws.extra["users"])
             items = np.take(items32, order, out=ws.extra["items"])
             ratings = np.take(ws.ratings, order, out=ws.extra["ratings"])
         else:
             users, items, ratings = users32, items32, ws.ratings
-        args = (users, items, ratings, state.global_mean, state.user_bias, state.item_bias,
-                state.user_factors, state.item_factors, self._current_step_size(state),
-                float(self.regularization))
-        if mode == "blocked":
-            kernels.sgd_epoch_blocked(*args[:3], ws.extra["block_start"], schedule, *args[3:])
-        elif mode == "hogwild":
+        args = (users, items, ratings, *model)
+        if mode == "hogwild":
             kernels.sgd_epoch_hogwild(*args, 4 * numba.get_num_threads())
         else:
             kernels.sgd_epoch(*args)
-        seconds = time.perf_counter() - t0
-        metrics, _ = self._epoch_metrics(state)
-        metrics["epoch_seconds"] = seconds
-        return metrics
 
 
 class SVRG(_StochasticMF):
