@@ -17,6 +17,7 @@ from .solvers.baselines import (
     UserItemMean,
     UserMean,
 )
+from .solvers.bayes import BayesianMF
 from .solvers.bcd import BiasedBCD
 from .solvers.euclidean_gd import EuclideanGD
 from .solvers.lasso_mf import LassoMF
@@ -24,11 +25,13 @@ from .solvers.riemannian import DANE, RAGD, RGD, RSARAH, RSPIDER, RSVRG, Catalys
 from .solvers.sgd import SGD, SVRG
 from .solvers.soft_impute import SoftImpute, soft_impute_path
 from .solvers.soft_impute_als import SoftImputeALS
+from .solvers.svdpp import SVDpp
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ALS",
+    "BayesianMF",
     "BiasBaseline",
     "BiasedBCD",
     "Catalyst",
@@ -55,6 +58,7 @@ __all__ = [
     "SoftImpute",
     "SoftImputeALS",
     "StopFit",
+    "SVDpp",
     "TimeBudget",
     "UserItemMean",
     "UserMean",
