@@ -37,10 +37,12 @@ def test_row_conditional_mean_and_covariance_match_numpy():
     indptr, indices, values, F, Lam, m0 = _random_problem(rng)
     n_rows, d, alpha = len(indptr) - 1, F.shape[1], 1.7
     shift = Lam @ m0
+    offset, column_offset = 0.3, rng.normal(size=F.shape[0])  # targets: r - 0.3 - c[j]
 
     def draw(z_row):
         return sample_rows(indptr, indices, values, F, alpha, Lam, shift,
-                           np.tile(z_row, (n_rows, 1)))[0]
+                           np.tile(z_row, (n_rows, 1)), offset=offset,
+                           column_offset=column_offset)[0]
 
     mean = draw(np.zeros(d))
     offsets = np.stack([draw(np.eye(d)[j]) - mean for j in range(d)], axis=2)
@@ -49,7 +51,7 @@ def test_row_conditional_mean_and_covariance_match_numpy():
         if len(cols) == 0:
             np.testing.assert_array_equal(mean[r], 0.0)  # integrated out, left at 0
             continue
-        Fr, vr = F[cols], values[indptr[r]:indptr[r + 1]]
+        Fr, vr = F[cols], values[indptr[r]:indptr[r + 1]] - offset - column_offset[cols]
         precision = Lam + alpha * Fr.T @ Fr
         np.testing.assert_allclose(mean[r], np.linalg.solve(precision, shift + alpha * Fr.T @ vr),
                                    rtol=1e-10, atol=1e-12)
@@ -66,9 +68,9 @@ def test_row_draws_report_residuals_and_their_running_mean():
     z = rng.standard_normal((n_rows, d))
     old_mean = rng.normal(size=len(values))
     x, sse, new_mean, mean_sse = sample_rows(indptr, indices, values, F, 0.8, Lam, Lam @ m0, z,
-                                             residual_mean=old_mean, weight=0.25)
+                                             offset=-1.0, residual_mean=old_mean, weight=0.25)
     rows = np.repeat(np.arange(n_rows), np.diff(indptr))
-    resid = values - np.sum(F[indices] * x[rows], axis=1)
+    resid = values + 1.0 - np.sum(F[indices] * x[rows], axis=1)
     np.testing.assert_allclose(sse, np.bincount(rows, resid**2, minlength=n_rows), rtol=1e-12)
     expected = old_mean + 0.25 * (resid - old_mean)
     np.testing.assert_allclose(new_mean, expected, rtol=1e-12, atol=1e-14)

@@ -11,9 +11,11 @@ and the Gaussian prior ``x ~ N(m0, Lambda^-1)`` is Gaussian:
 
 so ``Cov(x_r) = L^-T L^-1 = A^-1``. One Cholesky factorisation per row gives both the
 mean (two triangular solves) and the noise (one more, with the row's standard normals).
-The gather, the Gram product and the Cholesky solve are those of the ridge kernel
-(:mod:`mflib.kernels.ridge`); only the prior (a full matrix rather than a diagonal) and
-the draw are added.
+The Gram product and the Cholesky solve are those of the ridge kernel
+(:mod:`mflib.kernels.ridge`); the prior (a full matrix rather than a diagonal) and the
+draw are added, and the gather forms the targets ``ratings - offset - column_offset[j]``
+(the global mean and the other side's biases) as it goes, which saves the two passes
+over the ratings that building them beforehand costs.
 
 The standard normals ``z`` are drawn by the caller, for all rows at once, from its
 seeded generator: a row's draw does not depend on the thread that computes it, so the
@@ -33,7 +35,7 @@ import numba
 import numpy as np
 
 from ..execution import single_threaded_blas
-from .ridge import _ROWS_PER_CHUNK, _cholesky_solve, _gather, _lower_gram
+from .ridge import _ROWS_PER_CHUNK, _cholesky_solve, _lower_gram
 
 
 @numba.njit(cache=True, inline="always")
@@ -49,12 +51,34 @@ def _add_noise(L, z, x, d):
         x[a] += y[a]
 
 
+@numba.njit(cache=True, inline="always")
+def _gather_targets(indptr, indices, ratings, offset, column_offset, F, r):
+    """G = F[J_r] (n_r, d), the targets v = ratings - offset - column_offset[j] (n_r) and
+    b = G^T v; ``column_offset`` may be empty (no per-column offset)."""
+    d = F.shape[1]
+    start = indptr[r]
+    n_r = indptr[r + 1] - start
+    shifted = column_offset.shape[0] > 0
+    G = np.empty((n_r, d), dtype=F.dtype)
+    v = np.empty(n_r, dtype=F.dtype)
+    b = np.zeros(d, dtype=F.dtype)
+    for m in range(n_r):
+        j = indices[start + m]
+        t = ratings[start + m] - offset
+        if shifted:
+            t -= column_offset[j]
+        v[m] = t
+        for a in range(d):
+            G[m, a] = F[j, a]
+            b[a] += F[j, a] * t
+    return G, v, b
+
+
 @numba.njit(parallel=True, cache=True)
-def _sample_rows(indptr, indices, values, F, alpha, prior_precision, prior_shift, normals,
-                 out, sse, mean_in, mean_out, weight, mean_sse, failed):
+def _sample_rows(indptr, indices, ratings, offset, column_offset, F, alpha, prior_precision,
+                 prior_shift, normals, out, sse, mean_in, mean_out, weight, mean_sse, failed):
     n_rows = indptr.shape[0] - 1
     d = F.shape[1]
-    no_weights = np.empty(0, dtype=F.dtype)
     averaging = mean_out.shape[0] > 0
     for r in numba.prange(n_rows):
         start = indptr[r]
@@ -66,7 +90,7 @@ def _sample_rows(indptr, indices, values, F, alpha, prior_precision, prior_shift
             for a in range(d):
                 out[r, a] = 0.0
             continue
-        G, _, b = _gather(indptr, indices, values, no_weights, F, r)
+        G, v, b = _gather_targets(indptr, indices, ratings, offset, column_offset, F, r)
         A = _lower_gram(G, G, False)  # only the lower triangle is read below
         x = np.empty(d, dtype=F.dtype)
         for a in range(d):
@@ -82,7 +106,7 @@ def _sample_rows(indptr, indices, values, F, alpha, prior_precision, prior_shift
         total = 0.0
         total_mean = 0.0
         for m in range(n_r):
-            e = values[start + m]
+            e = v[m]
             for a in range(d):
                 e -= G[m, a] * x[a]
             total += e * e
@@ -95,13 +119,13 @@ def _sample_rows(indptr, indices, values, F, alpha, prior_precision, prior_shift
             mean_sse[r] = total_mean
 
 
-def sample_rows(indptr, indices, values, F, alpha, prior_precision, prior_shift, normals, *,
-                residual_mean=None, weight=0.0):
+def sample_rows(indptr, indices, ratings, F, alpha, prior_precision, prior_shift, normals, *,
+                offset=0.0, column_offset=None, residual_mean=None, weight=0.0):
     """Draw every row's vector from its Gaussian conditional (module docstring).
 
     Parameters
     ----------
-    indptr, indices, values : CSR arrays of the (rows x n) targets
+    indptr, indices, ratings : CSR arrays of the (rows x n) data
     F : ndarray (n, d)
         The fixed features of the columns.
     alpha : float
@@ -112,10 +136,15 @@ def sample_rows(indptr, indices, values, F, alpha, prior_precision, prior_shift,
         ``Lambda m0``.
     normals : ndarray (n_rows, d)
         Standard normal draws, one row per row.
+    offset : float, default 0
+    column_offset : ndarray (n,), optional
+        The targets are ``v_rj = ratings_rj - offset - column_offset[j]`` (e.g. the global
+        mean and the other side's biases), formed while gathering rather than in a pass
+        of their own.
     residual_mean : ndarray (nnz,), optional
         Running mean of the residuals before this sample (CSR order of ``values``); with
         it, the mean including this sample with ``weight`` (1 / samples so far) is
-        returned too.
+        returned too. Residuals are ``v - F[j] . x_r``.
 
     Returns
     -------
@@ -137,18 +166,23 @@ def sample_rows(indptr, indices, values, F, alpha, prior_precision, prior_shift,
     out = np.empty((n_rows, d))
     sse = np.empty(n_rows)
     averaging = residual_mean is not None
+    nnz = len(ratings)
     mean_in = np.ascontiguousarray(residual_mean, dtype=f64) if averaging else np.empty(0)
-    if averaging and mean_in.shape != (len(values),):
-        raise ValueError(f"residual_mean must have shape {(len(values),)}, got "
-                         f"{mean_in.shape}")
-    mean_out = np.empty(len(values)) if averaging else np.empty(0)
+    if averaging and mean_in.shape != (nnz,):
+        raise ValueError(f"residual_mean must have shape {(nnz,)}, got {mean_in.shape}")
+    shift = np.empty(0) if column_offset is None else np.ascontiguousarray(column_offset,
+                                                                           dtype=f64)
+    if column_offset is not None and shift.shape != (F.shape[0],):
+        raise ValueError(f"column_offset must have shape {(F.shape[0],)}, got {shift.shape}")
+    mean_out = np.empty(nnz) if averaging else np.empty(0)
     mean_sse = np.empty(n_rows) if averaging else np.empty(0)
     failed = np.zeros(n_rows, dtype=np.bool_)
     # BLAS calls from inside numba's threads must not start threads of their own
     with single_threaded_blas(), numba.parallel_chunksize(_ROWS_PER_CHUNK):
         _sample_rows(np.ascontiguousarray(indptr, dtype=np.int64),
                      np.ascontiguousarray(indices, dtype=np.int64),
-                     np.ascontiguousarray(values, dtype=f64), F, float(alpha),
+                     np.ascontiguousarray(ratings, dtype=f64), float(offset), shift, F,
+                     float(alpha),
                      np.ascontiguousarray(prior_precision, dtype=f64),
                      np.ascontiguousarray(prior_shift, dtype=f64), normals, out, sse,
                      mean_in, mean_out, float(weight), mean_sse, failed)

@@ -112,8 +112,9 @@ def normal_wishart_posterior(X: np.ndarray, prior: NormalWishart) -> NormalWisha
     """
     n = X.shape[0]
     xbar = X.mean(axis=0) if n else np.zeros(X.shape[1])
-    centred = X - xbar
-    scatter = centred.T @ centred
+    # X^T X - n xbar xbar^T: no centred copy of X (the rows are O(1) values, so the
+    # cancellation costs nothing measurable in float64)
+    scatter = X.T @ X - n * np.outer(xbar, xbar)
     beta = prior.beta + n
     diff = xbar - prior.mean
     scale_inv = (np.linalg.inv(prior.scale) + scatter
@@ -319,18 +320,17 @@ class BayesianMF(FactorizationEstimator):
         """Hyperparameters of one side given its current rows, then every row of it."""
         rng = state.rng
         current = augmented(own_bias, own_factors)
-        hyper = normal_wishart_posterior(current[rows], state.prior)
+        hyper = normal_wishart_posterior(current if len(rows) == len(current) else current[rows],
+                                         state.prior)
         mean, precision = sample_normal_wishart(hyper, rng)
         normals = rng.standard_normal(current.shape)
-        targets = ratings - state.global_mean
-        if other_bias is not None:
-            targets = targets - other_bias[others]
         features = augmented(None if other_bias is None else np.ones_like(other_bias),
                              other_factors)
         try:
             draw, sse, res_mean, mean_sse = sample_rows(
-                indptr, others, targets, features, state.precision, precision,
-                precision @ mean, normals, residual_mean=residual_mean, weight=weight)
+                indptr, others, ratings, features, state.precision, precision,
+                precision @ mean, normals, offset=state.global_mean, column_offset=other_bias,
+                residual_mean=residual_mean, weight=weight)
         except np.linalg.LinAlgError as exc:
             raise StopFit(f"stopped: {exc}") from exc
         if own_bias is None:
