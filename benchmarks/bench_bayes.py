@@ -31,7 +31,16 @@ keep a sample and update the running averages: the costlier kind). Runs alternat
 work (gather, Gram matrix by BLAS, one Cholesky per row, residuals); the sweep adds the
 hyperparameter draws, the standard normals and one triangular solve per row, but forms
 its targets ``r - mu - bias`` while gathering, where ALS builds them in separate passes
-over the ratings first (what keeps the sweep at or below the epoch here).
+over the ratings first (what keeps the sweep close to the epoch).
+
+Measured (2 shared cores, load average 5-9, default arguments, about 12 min):
+BayesianMF chosen: rank 20, precision 1.5, 342 sweeps (burn-in 20), validation 0.8964,
+u1.test 0.9038 clipped / 0.9041 unclipped (target <= 0.910). SVD++ chosen: rank 100,
+lambda 0.1, eta 0.01, 43 epochs, validation 0.9143, u1.test 0.9212 (ALS: 0.9228). NNLS
+weights on validation: BayesianMF + SVD++ 0.906 / 0.123, u1.test 0.9034; BayesianMF +
+ALS 0.9041; BayesianMF + ALS + SVD++ 0.9038: SVD++ adds 0.0003-0.0004 to a blend, no more.
+Rank 32 on 10M ratings: Gibbs sweep 5.87 s vs ALS epoch 5.35 s (medians), ratio per
+repeat 1.09 / 1.14 / 1.21 (target <= 1.5); an earlier run at load 6-8 gave 0.67-0.83.
 """
 
 from __future__ import annotations
@@ -183,7 +192,7 @@ def main(argv=None):
     ap.add_argument("--part", choices=["all", "u1", "speed"], default="all")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bmf-ranks", type=int, nargs="+", default=[10, 20, 40])
-    ap.add_argument("--bmf-precisions", nargs="+", default=["sample", "1.5", "2.0"],
+    ap.add_argument("--bmf-precisions", nargs="+", default=["sample", "1.25", "1.5", "2.0"],
                     help="observation precisions to try ('sample' draws it)")
     ap.add_argument("--bmf-sweeps", type=int, default=500)
     ap.add_argument("--burn-in", type=int, default=20)

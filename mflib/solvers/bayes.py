@@ -13,7 +13,8 @@ precision (and its correlation with the factors), all sampled: the biases are dr
 jointly with the factors, from one Gaussian per row. The observation precision
 ``alpha`` is fixed (``precision=<float>``) or sampled (``precision="sample"``) from its
 conditional under a Gamma(shape 1, rate 1) prior,
-``alpha | rest ~ Gamma(1 + N / 2, rate 1 + SSE / 2)`` (weak beside N ratings).
+``alpha | rest ~ Gamma(1 + N / 2, rate 1 + SSE / 2)`` (weak beside N ratings), starting
+from ``1 / var(r)`` in the first sweep.
 
 One Gibbs sweep (one ``_step``):
 
@@ -178,8 +179,10 @@ class GibbsState(LayoutState):
     samples: tuple = ()
     user_bias_sum: np.ndarray | None = None
     item_bias_sum: np.ndarray | None = None
-    #: running mean over kept samples of the training residuals (CSC order)
+    #: running mean over kept samples of the training residuals (CSC order), and its sum
+    #: of squares
     residual_mean: np.ndarray | None = None
+    model_sse: float = math.nan
     #: pairs already evaluated during the fit: key -> (samples included, sum of their dots)
     evaluated: dict = dataclasses.field(default_factory=dict)
 
@@ -234,7 +237,10 @@ class BayesianMF(FactorizationEstimator):
     thinning : int, default 1
         Keep every ``thinning``-th sweep after burn-in.
     init_std : float, default 0.1
-        Factors start as N(0, init_std^2) entries, biases at 0.
+        Factors start as N(0, init_std^2) entries, biases at 0. The first hyperparameter
+        draws see these small factors and pull the rows towards 0, so the chain takes some
+        sweeps to leave that region (about 5 on ml-100k, 10-15 on a planted rank-10
+        matrix at rank 32); ``burn_in`` should cover them.
     n_jobs : int or None, default None
         numba threads for the row draws (None or -1: all); the samples do not depend on it.
     random_state : int, Generator or None
@@ -255,7 +261,7 @@ class BayesianMF(FactorizationEstimator):
     n_samples_ : int
         Kept samples averaged by the model.
     precision_ : float
-        ``alpha`` of the last sweep.
+        ``alpha`` after the last sweep (with "sample", its draw given the last sample).
     history_ : History
         Per sweep: ``train_rmse``, ``val_rmse`` (the averaged model), ``sample_train_rmse``,
         ``n_samples``, ``burn_in``, ``precision``.
@@ -346,13 +352,14 @@ class BayesianMF(FactorizationEstimator):
         state.user_bias, state.user_factors, _, _, _ = self._sample_side(
             state, state.user_rows, s.user_indptr, s.user_items, s.ratings_csr,
             state.item_bias, state.item_factors, state.user_bias, state.user_factors)
-        S = state.n_samples + keep
-        previous_mean = state.residual_mean if state.residual_mean is not None else (
-            np.zeros(s.nnz))
+        previous_mean = None
+        if keep:  # the first kept sample starts the running mean of the residuals at 0
+            previous_mean = (np.zeros(s.nnz) if state.residual_mean is None
+                             else state.residual_mean)
         state.item_bias, state.item_factors, sse, res_mean, mean_sse = self._sample_side(
             state, state.item_rows, s.item_indptr, s.item_users, s.ratings_csc,
             state.user_bias, state.user_factors, state.item_bias, state.item_factors,
-            residual_mean=previous_mean if keep else None, weight=1.0 / max(S, 1))
+            residual_mean=previous_mean, weight=1.0 / (state.n_samples + 1))
         sample_sse = float(sse.sum())
         alpha_used = state.precision
         if keep:
@@ -364,11 +371,8 @@ class BayesianMF(FactorizationEstimator):
                                        else state.user_bias_sum + state.user_bias)
                 state.item_bias_sum = (state.item_bias if state.item_bias_sum is None
                                        else state.item_bias_sum + state.item_bias)
-            model_sse = float(mean_sse.sum())
-        elif state.n_samples:
-            model_sse = float(np.dot(state.residual_mean, state.residual_mean))
-        else:
-            model_sse = sample_sse
+            state.model_sse = float(mean_sse.sum())
+        model_sse = state.model_sse if state.n_samples else sample_sse
         if self.precision == "sample":
             shape, rate = PRECISION_PRIOR
             state.precision = float(state.rng.gamma(shape + s.nnz / 2,
