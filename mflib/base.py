@@ -31,7 +31,7 @@ from sklearn.base import BaseEstimator
 from . import execution
 from .backend import array_module, to_numpy
 from .data.ratings import RatingMatrix, as_rating_matrix
-from .fitting import run_loop
+from .fitting import History, LoopResult, StopFit, run_loop, warn_if_unfinished
 from .kernels import pair_dots
 from .validation import (
     BOOLEAN,
@@ -232,21 +232,30 @@ class FactorizationEstimator(BaseEstimator):
             return metrics
 
         with execution.fit_context(self):
-            state = self._init_state(train)
-            result = run_loop(
-                lambda s: self._step(s, train),
-                state,
-                max_iter=getattr(self, "max_iter", 1),
-                tol=float(getattr(self, "tol", 0.0) or 0.0),
-                monitor=self._monitor,
-                monitor_change=self._monitor_change,
-                evaluate=evaluate,
-                callbacks=getattr(self, "callbacks", None) or (),
-                model=self,
-                verbose=getattr(self, "verbose", 0),
-                desc=type(self).__name__,
-                copy_state=lambda s: s.copy(),
-            )
+            try:
+                state = self._init_state(train)
+            except StopFit as stop:
+                if stop.state is None:
+                    raise
+                # the set-up ended the fit (e.g. a stationary starting point): the initial
+                # state is the model, with the reason as stop reason
+                warn_if_unfinished(type(self).__name__, stop.reason, 0, stacklevel=2)
+                result = LoopResult(stop.state, History(), stop.reason, 0)
+            else:
+                result = run_loop(
+                    lambda s: self._step(s, train),
+                    state,
+                    max_iter=getattr(self, "max_iter", 1),
+                    tol=float(getattr(self, "tol", 0.0) or 0.0),
+                    monitor=self._monitor,
+                    monitor_change=self._monitor_change,
+                    evaluate=evaluate,
+                    callbacks=getattr(self, "callbacks", None) or (),
+                    model=self,
+                    verbose=getattr(self, "verbose", 0),
+                    desc=type(self).__name__,
+                    copy_state=lambda s: s.copy(),
+                )
             self.history_ = result.history
             self.n_iter_ = result.n_iter
             self.stop_reason_ = result.stop_reason
@@ -376,7 +385,9 @@ class FactorizationEstimator(BaseEstimator):
         """Top-``k`` items for one raw user id, ranked over the whole catalogue.
 
         Items rated in training are excluded unless ``exclude_seen=False``. An unknown
-        user gets the fallback ranking (items by ``mu + c_i``).
+        user gets the fallback ranking (items by ``mu + c_i``). ``user`` is one id: a list
+        or array raises ``TypeError``, an id of another type than the training ids
+        :class:`~mflib.validation.IdTypeError`.
 
         Returns
         -------
@@ -384,6 +395,9 @@ class FactorizationEstimator(BaseEstimator):
         """
         self._check_fitted()
         check_positive_int(k, "k")
+        if user is None or np.ndim(user) != 0:
+            raise TypeError(f"recommend takes one raw user id, got {user!r}; call it once "
+                            "per user")
         u = int(self._train_index.user_index([user])[0])
         scores = self.score_items([u])[0]
         if exclude_seen and u >= 0:

@@ -63,6 +63,8 @@ def test_fit_returns_self_and_sets_attributes(name, cls, data):
         assert value is None or type(value) is np.ndarray, f"{attr} must be NumPy"
     pred = est.predict(X)
     assert pred.shape == (len(X),) and np.isfinite(pred).all()
+    frame = est.history_.to_frame()
+    assert frame.index.name == "iteration" and len(frame) == len(est.history_)
 
 
 @pytest.mark.parametrize("name,cls", ESTIMATORS)
@@ -120,6 +122,11 @@ def test_recommend_excludes_seen_items(name, cls, data):
     assert len(est.recommend(unknown, k=3)) == 3
     with pytest.raises(IdTypeError):  # a str id could never match int training ids
         est.recommend("no-such-user", k=3)
+    for several in ([user, unknown], [user], np.array([user]), None):  # one id, not a list
+        with pytest.raises(TypeError, match="recommend takes one raw user id"):
+            est.recommend(several, k=3)
+    with pytest.raises(IdTypeError, match="the item ids given are str"):
+        est.predict(np.array([[user, "no-such-item"]], dtype=object))
 
 
 @pytest.mark.parametrize("name,cls", ESTIMATORS)
@@ -188,3 +195,36 @@ def test_max_iter_none_and_bad_callbacks_are_refused(data):
         ALS(max_iter=None).fit(X, y)
     with pytest.raises(ParameterError, match="callbacks must be None or a list of callables"):
         ALS(callbacks=[1]).fit(X, y)
+
+
+# ---------------------------------------------------------------------- degenerate data
+def _degenerate(case):
+    """``(X, y, extra parameters)`` of the degenerate cases every estimator must handle."""
+    rng = np.random.default_rng(3)
+    if case == "constant ratings":
+        rm, _ = make_low_rank(40, 30, 2, 0.5, random_state=1)
+        return rm.pairs(), np.full(rm.nnz, 3.0), {}
+    if case == "one user":
+        return np.column_stack([np.full(12, 7), np.arange(12)]), rng.integers(1, 6, 12) * 1.0, {}
+    if case == "one item":
+        return np.column_stack([np.arange(12), np.full(12, 4)]), rng.integers(1, 6, 12) * 1.0, {}
+    # rank above size: 6 x 5 fully observed, a rank of 8
+    users, items = np.meshgrid(np.arange(6), np.arange(5), indexing="ij")
+    X = np.column_stack([users.ravel(), items.ravel()])
+    return X, rng.integers(1, 6, len(X)) * 1.0, {"n_factors": 8, "max_rank": 8, "init_rank": 8}
+
+
+DEGENERATE = ("constant ratings", "one user", "one item", "rank above size")
+
+
+@pytest.mark.parametrize("case", DEGENERATE)
+@pytest.mark.parametrize("name,cls", ESTIMATORS)
+def test_degenerate_data_gives_a_clear_error_or_a_finite_fit(name, cls, case, fit_outcome):
+    X, y, extra = _degenerate(case)
+    params = cls().get_params()
+    est = _make(cls, **{k: v for k, v in extra.items() if k in params})
+    outcome = fit_outcome(est, X, y, f"{name} on {case}")
+    if case == "constant ratings":  # nothing about constant data is an error, and a
+        assert outcome == "fitted"  # converged model predicts the constant
+        if est.stop_reason_ == "converged":
+            np.testing.assert_allclose(est.predict(X), 3.0, atol=1e-6)

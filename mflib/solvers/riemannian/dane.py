@@ -12,11 +12,22 @@ from .objectives import DaneLocalObjective
 
 
 def partition_users(user_counts, n_workers) -> list[np.ndarray]:
-    """Split users into ``n_workers`` contiguous blocks with about equal rating counts."""
+    """Split users into ``n_workers`` contiguous blocks with about equal rating counts,
+    each holding at least one user with ratings (a worker without ratings would have no
+    local problem)."""
     check_positive_int(n_workers, "n_workers")
-    cum = np.cumsum(user_counts)
+    active = np.flatnonzero(np.asarray(user_counts) > 0)
+    if n_workers > len(active):
+        raise ValueError(f"n_workers={n_workers} exceeds the {len(active)} user(s) with "
+                         f"training ratings, and each worker needs one; choose n_workers <= "
+                         f"{len(active)}")
+    cum = np.cumsum(np.asarray(user_counts)[active])
     cuts = np.searchsorted(cum, cum[-1] * np.arange(1, n_workers) / n_workers)
-    return [b for b in np.split(np.arange(len(user_counts)), cuts)]
+    # a few heavy users can put two cuts together: move them apart (strictly increasing,
+    # block j starting at active position >= j), which leaves balanced cuts unchanged
+    j = np.arange(1, n_workers)
+    cuts = np.maximum.accumulate(np.clip(cuts - j, 0, len(active) - n_workers)) + j
+    return list(np.split(np.arange(len(user_counts)), active[cuts]))
 
 
 def dane_worker_gradient(part: VariableProjectionProblem, U):
