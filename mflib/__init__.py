@@ -8,6 +8,7 @@ from .callbacks import EarlyStopping, LogMetrics, TimeBudget
 from .data import RatingMatrix, load_dataset, load_predefined_split, make_low_rank, make_split
 from .execution import config_context
 from .fitting import ConvergenceWarning, History, StopFit, run_loop
+from .persistence import load
 from .solvers.als import ALS
 from .solvers.baselines import (
     BiasBaseline,
@@ -62,6 +63,7 @@ __all__ = [
     "load_dataset",
     "load_predefined_split",
     "make_low_rank",
+    "load",
     "make_split",
     "run_loop",
     "soft_impute_path",

@@ -13,7 +13,9 @@ import pytest
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold
 
-from mflib.data import make_low_rank
+import mflib
+from mflib.data import make_low_rank, make_split
+from mflib.fitting import History
 from mflib.registry import estimators
 from mflib.validation import DataError, IdTypeError, ParameterError
 
@@ -65,6 +67,9 @@ def test_fit_returns_self_and_sets_attributes(name, cls, data):
     assert pred.shape == (len(X),) and np.isfinite(pred).all()
     frame = est.history_.to_frame()
     assert frame.index.name == "iteration" and len(frame) == len(est.history_)
+    provenance = est.provenance_
+    assert provenance["data"] is None and provenance["ratings"] == len(y)  # fitted on arrays
+    assert len(provenance["training_sha256"]) == 64 and provenance["mflib_version"]
 
 
 @pytest.mark.parametrize("name,cls", ESTIMATORS)
@@ -95,14 +100,53 @@ def test_unknown_ids_use_the_fallback(name, cls, data):
     np.testing.assert_allclose(pred[2], est.fallback_.mean)
 
 
+def _assert_same_value(a, b, where):
+    if isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype, where
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    elif isinstance(a, History):
+        assert a.records == b.records, where
+    elif hasattr(a, "__dataclass_fields__"):  # Fallback
+        for field in a.__dataclass_fields__:
+            _assert_same_value(getattr(a, field), getattr(b, field), f"{where}.{field}")
+    else:
+        assert type(a) is type(b) and a == b, where
+
+
 @pytest.mark.parametrize("name,cls", ESTIMATORS)
 def test_pickle_and_save_load_round_trip(name, cls, data, tmp_path):
     rm, X, y = data
-    est = _make(cls).fit(X, y)
-    twin = pickle.loads(pickle.dumps(est))
+    split = make_split(rm, "random", test_size=0.25, random_state=0)
+    est = _make(cls).fit(split.train)
+    twin = pickle.loads(pickle.dumps(est))  # scikit-learn's way, for trusted files only
     np.testing.assert_array_equal(twin.predict(X), est.predict(X))
-    loaded = cls.load(est.save(tmp_path / "model.pkl"))
+    path = est.save(tmp_path / "model.npz")
+    with np.load(path, allow_pickle=False) as npz:  # nothing in it needs pickle
+        assert all(npz[key].dtype != object for key in npz.files)
+    loaded = cls.load(path)
+    assert type(loaded) is cls and type(mflib.load(path)) is cls
     np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
+    assert loaded.get_params() == est.get_params()
+    fitted = {k for k in vars(est) if k.endswith("_") and not k.startswith("_")}
+    assert fitted == {k for k in vars(loaded) if k.endswith("_") and not k.startswith("_")}
+    for key in fitted:
+        _assert_same_value(getattr(est, key), getattr(loaded, key), key)
+    assert loaded.provenance_["data"]["split"]["random_state"] == 0
+    # without the training ratings the model says it cannot exclude seen items ...
+    user = split.train.pairs()[0, 0]
+    with pytest.raises(ValueError, match="saved without its training ratings"):
+        loaded.recommend(user, k=3)
+    np.testing.assert_array_equal(loaded.recommend(user, k=3, exclude_seen=False),
+                                  est.recommend(user, k=3, exclude_seen=False))
+    # ... until they are restored (checked to be its own) or saved with it
+    with pytest.raises(DataError, match="not the training ratings"):
+        loaded.restore_seen_items(split.test)
+    restored = loaded.restore_seen_items(split.train).recommend(user, k=3)
+    np.testing.assert_array_equal(restored, est.recommend(user, k=3))
+    full = cls.load(est.save(tmp_path / "full.npz", include_seen=True))
+    np.testing.assert_array_equal(full.recommend(user, k=3), est.recommend(user, k=3))
+    twin = pickle.loads(pickle.dumps(loaded))  # a loaded model pickles like a fitted one
+    np.testing.assert_array_equal(twin.predict(X), est.predict(X))
 
 
 @pytest.mark.parametrize("name,cls", ESTIMATORS)
