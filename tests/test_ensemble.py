@@ -22,6 +22,7 @@ from mflib.solvers.ensemble_problem import EnsembleProblem, EnsembleState, confi
 from mflib.solvers.ensemble_study import (
     confidence_mf_trainers,
     ensemble_study,
+    suboptimality_histories,
     trainer_agreement,
 )
 from mflib.solvers.weighted import AdamMoments, dense_ratings
@@ -398,6 +399,11 @@ def test_trainer_agreement_reports_gaps_and_correlations(ensemble_data):
                                np.corrcoef(pa, pb)[0, 1])
     assert table.loc["a", "agrees"] and not table.loc["b", "agrees"]
     assert np.isnan(table.loc["b", "iterations_to_rtol"])
+    curves = suboptimality_histories({"a": a, "b": b})
+    best = min(a.history_["objective"].min(), b.history_["objective"].min())
+    np.testing.assert_allclose(curves["b"]["suboptimality"],
+                               (b.history_["objective"] - best) / best)
+    np.testing.assert_array_equal(curves["a"]["time"], a.history_["time"])
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from ..fitting import History
 from ..validation import check_choice
 from .ensemble import CFEnsemble
 from .ensemble_problem import confidence
@@ -135,7 +136,7 @@ def _predictions(model, X) -> np.ndarray:
 
 
 def trainer_agreement(models: dict, X, *, reference=None, objective_rtol=1e-3,
-                      min_correlation=0.99) -> pd.DataFrame:
+                      min_correlation=0.99, history=()) -> pd.DataFrame:
     """Fitted trainers of one objective side by side.
 
     Parameters
@@ -151,6 +152,9 @@ def trainer_agreement(models: dict, X, *, reference=None, objective_rtol=1e-3,
     objective_rtol, min_correlation : float
         The claim checked: final objectives within ``objective_rtol`` (relative) of the
         reference's and predictions correlated above ``min_correlation``.
+    history : tuple of str
+        Further history keys whose last values become columns (e.g. the CF-ensemble's
+        ``reconstruction`` and ``bce``).
 
     Returns
     -------
@@ -180,8 +184,43 @@ def trainer_agreement(models: dict, X, *, reference=None, objective_rtol=1e-3,
             "n_iter": model.n_iter_, "solver_seconds": float(h["time"][-1]),
             "iterations_to_rtol": int(reached[0]) + 1 if reached.size else np.nan,
             "seconds_to_rtol": float(h["time"][reached[0]]) if reached.size else np.nan,
+            **{key: float(h[key][-1]) for key in history},
         })
     return pd.DataFrame(rows).set_index("model")
+
+
+def suboptimality_histories(models: dict) -> dict:
+    """Each model's history with a ``suboptimality`` column, ``(J - J*) / |J*|``, where
+    ``J*`` is the lowest objective any of ``models`` recorded: for plotting the trainers'
+    progress towards the common minimum on a log scale (``plot_history`` takes the dict).
+    """
+    best = min(float(np.min(m.history_["objective"])) for m in models.values())
+    out = {}
+    for name, model in models.items():  # a few fitted models
+        frame = model.history_.to_frame().reset_index()
+        frame["suboptimality"] = (frame["objective"] - best) / abs(best)
+        out[name] = History(frame.to_dict("records"))
+    return out
+
+
+def plot_prediction_agreement(models: dict, X, *, reference=None, ax=None, title=None):
+    """Each model's predictions on ``X`` against the reference's (the first by default),
+    with the diagonal: points on it are predictions the trainers agree on."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    reference = next(iter(models)) if reference is None else reference
+    ax = ax or plt.subplots(figsize=(4.2, 4.0))[1]
+    ref = _predictions(models[reference], X)
+    for name, model in models.items():  # a few fitted models
+        if name != reference:
+            ax.scatter(ref, _predictions(model, X), s=8, alpha=0.6, label=name)
+    low, high = float(ref.min()), float(ref.max())
+    ax.plot([low, high], [low, high], color="gray", lw=1, ls="--")
+    ax.set(xlabel=f"{reference} prediction", ylabel="other trainer's prediction",
+           title=title)
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return ax
 
 
 @dataclass
@@ -285,7 +324,8 @@ def ensemble_study(dataset="breast_cancer", *, test_size=0.3, cv=5, n_factors=3,
         rows[name] = _scores(data.y_test, model.predict_proba(data.test)[:, 1])
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "method"
-    return EnsembleStudy(table, models, trainer_agreement(models, data.test), data)
+    agreement = trainer_agreement(models, data.test, history=("reconstruction", "bce"))
+    return EnsembleStudy(table, models, agreement, data)
 
 
 __all__ = [
@@ -297,6 +337,8 @@ __all__ = [
     "confidence_mf_trainers",
     "ensemble_study",
     "load_classification",
+    "plot_prediction_agreement",
     "stacked_probabilities",
+    "suboptimality_histories",
     "trainer_agreement",
 ]
