@@ -29,6 +29,21 @@ from mflib.solvers.weighted import AdamMoments, dense_ratings
 from mflib.validation import DataError, ParameterError
 
 
+def _numeric_gradient(objective, array, h=1e-6):
+    """Central differences of ``objective()`` with respect to the entries of ``array``
+    (changed in place and restored): a reference, entry by entry."""
+    numeric = np.empty_like(array)
+    for idx in np.ndindex(array.shape):
+        old = array[idx]
+        array[idx] = old + h
+        up = objective()
+        array[idx] = old - h
+        down = objective()
+        array[idx] = old
+        numeric[idx] = (up - down) / (2 * h)
+    return numeric
+
+
 # ---------------------------------------------------------------------- weighted MF
 @pytest.fixture
 def weighted_data():
@@ -109,18 +124,9 @@ def test_weighted_gradient_matches_finite_differences(weighted_data):
                    center="mean")
     model._pending_weights = weights
     state = model._weighted_state(rm)
-    h = 1e-6
     for array, grad in ((state.user_factors, state.user_gradient),
                         (state.item_factors, state.item_gradient)):
-        numeric = np.empty_like(array)
-        for idx in np.ndindex(array.shape):  # a reference, entry by entry
-            old = array[idx]
-            array[idx] = old + h
-            up = model.objective(state)
-            array[idx] = old - h
-            down = model.objective(state)
-            array[idx] = old
-            numeric[idx] = (up - down) / (2 * h)
+        numeric = _numeric_gradient(lambda: model.objective(state), array)
         np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5)
 
 
@@ -213,17 +219,8 @@ def _problem(m=4, n=14, k=2, seed=0, labelled_fraction=0.7):
 def test_joint_gradient_matches_finite_differences():
     problem, state = _problem()
     grads = problem.gradient(state)
-    h = 1e-6
     for array, grad in zip(state.parameters, grads, strict=True):
-        numeric = np.empty_like(array)
-        for idx in np.ndindex(array.shape):  # a reference, entry by entry
-            old = array[idx]
-            array[idx] = old + h
-            up = problem.objective(state)
-            array[idx] = old - h
-            down = problem.objective(state)
-            array[idx] = old
-            numeric[idx] = (up - down) / (2 * h)
+        numeric = _numeric_gradient(lambda: problem.objective(state), array)
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-6)
 
 

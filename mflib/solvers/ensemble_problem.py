@@ -117,7 +117,7 @@ def fold_in(R, C, P, reg_over_rho, *, out=None) -> np.ndarray:
 
 @dataclass
 class EnsembleProblem:
-    """The objective ``J`` of the module docstring on one probability matrix.
+    """The objective ``J`` of :mod:`mflib.solvers.ensemble` on one probability matrix.
 
     ``R``, ``C``: (m, n); ``labels``: (n,) of 0/1 (any value where not ``labelled``);
     ``labelled``: (n,) bool.

@@ -161,6 +161,13 @@ class WeightedState(LayoutState):
         return out
 
 
+def _residuals(state: WeightedState) -> np.ndarray:
+    """Centred ratings minus ``x_u . y_i``, in CSR order."""
+    s = state.layout
+    return state.targets_csr - pair_dots(state.user_factors, state.item_factors,
+                                         s.user_of_rating, s.user_items)
+
+
 class WeightedFactorization(FactorizationEstimator):
     """What :class:`WeightedALS` and :class:`AdamMF` share: the weights, the centring, the
     objective, its gradient and the recorded metrics (see the module docstring)."""
@@ -231,7 +238,7 @@ class WeightedFactorization(FactorizationEstimator):
         ``train_rmse``; the gradient is kept on ``state`` (Adam's next step uses it)."""
         s, X, Y = state.layout, state.user_factors, state.item_factors
         lam = float(self.regularization)
-        e = state.targets_csr - pair_dots(X, Y, s.user_of_rating, s.user_items)
+        e = _residuals(state)
         we = state.weights_csr * e
         if weighted_sse is None:
             weighted_sse = float(we @ e)
@@ -240,16 +247,14 @@ class WeightedFactorization(FactorizationEstimator):
         state.item_gradient = 2.0 * (lam * Y - M.T @ X)
         grad_sq = np.sum(state.user_gradient**2) + np.sum(state.item_gradient**2)
         return {
-            "objective": weighted_sse + lam * (np.sum(X * X) + np.sum(Y * Y)),
+            "objective": float(weighted_sse + lam * (np.sum(X * X) + np.sum(Y * Y))),
             "grad_norm": float(np.sqrt(grad_sq)),
             "train_rmse": float(np.sqrt(e @ e / s.nnz)),
         }
 
     def objective(self, state: WeightedState) -> float:
         """``J`` at ``state`` (see the module docstring)."""
-        s = state.layout
-        e = state.targets_csr - pair_dots(state.user_factors, state.item_factors,
-                                          s.user_of_rating, s.user_items)
+        e = _residuals(state)
         penalty = np.sum(state.user_factors**2) + np.sum(state.item_factors**2)
         return float(state.weights_csr @ (e * e) + self.regularization * penalty)
 
