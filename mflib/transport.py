@@ -396,17 +396,35 @@ def wasserstein_table(y_true, predictions, *, grid=None) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def predictions_frame(y_true, predictions, *, label="test ratings") -> pd.DataFrame:
+def predictions_frame(y_true, predictions, *, stars=False, grid=None,
+                      label="test ratings") -> pd.DataFrame:
     """Long table (``model``, ``rating``) of the test ratings and every model's predictions,
-    for one seaborn call, e.g. ``sns.displot(frame, x="rating", col="model")``.
+    for one seaborn call, e.g. ``sns.ecdfplot(frame, x="rating", hue="model")``.
 
-    ``model`` is an ordered categorical: ``label`` first, then the models in order.
+    Parameters
+    ----------
+    y_true, predictions : as in :func:`wasserstein_table`
+    stars : bool, default False
+        Show each prediction as stars: clipped and rounded to ``grid``
+        (:func:`snap_to_grid`), so it can be counted beside the true ratings.
+    grid : array-like, optional
+        ``rating_grid(y_true)`` when omitted.
+    label : str
+        Name of the true ratings in the ``model`` column.
+
+    Returns
+    -------
+    DataFrame with columns ``model`` (ordered categorical: ``label``, then the models) and
+    ``rating``; ``(1 + n_models) * n`` rows.
     """
     truth, preds = _prediction_arrays(y_true, predictions)
     names = [label, *preds]
     if len(set(names)) != len(names):
         raise ValueError(f"label {label!r} is also a model name; pass another label")
     values = np.concatenate([truth, *preds.values()])
+    if stars:
+        grid = rating_grid(truth) if grid is None else _check_grid(grid)
+        values[truth.size:] = snap_to_grid(values[truth.size:], grid)
     model = np.repeat(np.arange(len(names)), truth.size)
     return pd.DataFrame({
         "model": pd.Categorical.from_codes(model, categories=names, ordered=True),
@@ -890,7 +908,14 @@ def ot_distance_matrix(profiles_a: pd.DataFrame, profiles_b: pd.DataFrame,
 
 
 def nearest_users(profiles: pd.DataFrame, user, cost) -> pd.DataFrame:
-    """Every other user ranked by OT distance and by cosine similarity to ``user``.
+    """Every other user ranked by OT distance, total variation and cosine similarity to
+    ``user``.
+
+    The three differ in two ways, which the table separates: OT and total variation
+    (OT with the 0/1 cost, ``0.5 * ||p - q||_1``) differ only by the ground cost, i.e. by
+    how much it discounts mass moved between related genres; total variation and cosine
+    differ only by geometry: mass counted linearly against an angle, in which the
+    heaviest genres dominate (coordinates enter squared).
 
     Parameters
     ----------
@@ -901,9 +926,9 @@ def nearest_users(profiles: pd.DataFrame, user, cost) -> pd.DataFrame:
     Returns
     -------
     DataFrame indexed by raw user id (``user`` excluded), sorted by OT distance
-        Columns ``ot_distance``, ``ot_rank`` (1 = nearest), ``cosine_similarity``,
-        ``cosine_rank`` (1 = most similar) and ``top_genres`` (the user's three heaviest
-        genres, for reading the table).
+        Columns ``ot_distance``, ``ot_rank`` (1 = nearest), ``tv_distance``, ``tv_rank``,
+        ``cosine_similarity``, ``cosine_rank`` (1 = most similar) and ``top_genres`` (the
+        user's three heaviest genres, for reading the table).
     """
     if user not in profiles.index:
         raise ValueError(f"user {user!r} has no genre profile; pick one of profiles.index "
@@ -913,35 +938,49 @@ def nearest_users(profiles: pd.DataFrame, user, cost) -> pd.DataFrame:
         raise ValueError("profiles must hold at least one user besides the query user")
     dist = ot_distance_matrix(profiles.loc[[user]], others, cost).iloc[0]
     P, _ = _check_profiles_cost(others, cost, "profiles")
-    q = profiles.loc[user].to_numpy(dtype=np.float64)
-    cosine = (P @ q) / (np.linalg.norm(P, axis=1) * np.linalg.norm(q))
+    q, _ = _check_profiles_cost(profiles.loc[[user]], cost, "profiles")
+    tv = 0.5 * np.abs(P - q).sum(axis=1)
+    cosine = (P @ q[0]) / (np.linalg.norm(P, axis=1) * np.linalg.norm(q[0]))
     top = np.argsort(-P, axis=1, kind="stable")[:, :3]
     names = np.asarray(profiles.columns, dtype=str)[top]
+    rank = lambda x: pd.Series(x).rank(method="min").to_numpy().astype(int)  # noqa: E731
     table = pd.DataFrame({
         "ot_distance": dist.to_numpy(),
-        "ot_rank": dist.rank(method="min").to_numpy().astype(int),
+        "ot_rank": rank(dist.to_numpy()),
+        "tv_distance": tv,
+        "tv_rank": rank(tv),
         "cosine_similarity": cosine,
-        "cosine_rank": pd.Series(-cosine).rank(method="min").to_numpy().astype(int),
+        "cosine_rank": rank(-cosine),
         "top_genres": pd.Series(names[:, 0]).str.cat([names[:, 1], names[:, 2]],
                                                      sep=", ").to_numpy(),
     }, index=others.index)
     return table.sort_values(["ot_rank", "cosine_rank"], kind="stable")
 
 
-def neighbour_agreement(table: pd.DataFrame, n_neighbors=10) -> pd.Series:
-    """How much the OT and cosine neighbourhoods of :func:`nearest_users` agree.
+def neighbour_agreement(table: pd.DataFrame, n_neighbors=10) -> pd.DataFrame:
+    """How closely total variation and cosine reproduce the OT neighbourhood of
+    :func:`nearest_users`.
 
     Returns
     -------
-    Series
-        ``overlap``: users in both top-``n_neighbors`` lists (out of ``n_neighbors``);
-        ``spearman``: rank correlation of OT distance with cosine *dissimilarity* over all
-        users (1 = the same order).
+    DataFrame with rows ``"total variation"`` and ``"cosine"``
+        ``shared_top_k``: users in both the OT and that measure's top-``n_neighbors``;
+        ``spearman``: rank correlation of OT distance with that measure's dissimilarity
+        (``tv_distance``, ``-cosine_similarity``) over all users (1 = the same order).
     """
     n_neighbors = check_positive_int(n_neighbors, "n_neighbors")
-    missing = {"ot_rank", "cosine_rank", "ot_distance", "cosine_similarity"} - set(table)
+    needed = {"ot_rank", "ot_distance", "tv_rank", "tv_distance", "cosine_rank",
+              "cosine_similarity"}
+    missing = needed - set(table)
     if missing:
         raise ValueError(f"table lacks columns {sorted(missing)}; pass nearest_users()'s result")
-    both = (table["ot_rank"] <= n_neighbors) & (table["cosine_rank"] <= n_neighbors)
-    spearman = table["ot_distance"].corr(-table["cosine_similarity"], method="spearman")
-    return pd.Series({"overlap": int(both.sum()), "spearman": float(spearman)})
+    near = table["ot_rank"] <= n_neighbors
+    rows = {
+        "total variation": (table["tv_rank"], table["tv_distance"]),
+        "cosine": (table["cosine_rank"], -table["cosine_similarity"]),
+    }
+    return pd.DataFrame({
+        name: {"shared_top_k": int((near & (r <= n_neighbors)).sum()),
+               "spearman": float(table["ot_distance"].corr(d, method="spearman"))}
+        for name, (r, d) in rows.items()
+    }).T.astype({"shared_top_k": int})

@@ -204,6 +204,8 @@ def test_predictions_frame_is_long_and_ordered():
     assert list(frame["model"].cat.categories) == ["test ratings", "m1", "m2"]
     np.testing.assert_allclose(frame.loc[frame["model"] == "m2", "rating"], truth - 1)
     assert len(frame) == 9
+    stars = predictions_frame(truth, {"m1": truth + 0.6, "m2": truth - 1.2}, stars=True)
+    np.testing.assert_array_equal(stars["rating"], [1, 2, 5, 2, 3, 5, 1, 1, 4])
 
 
 # ---------------------------------------------------------------- barycenters
@@ -439,24 +441,34 @@ def test_ot_distances_are_a_metric_and_total_variation_under_binary_cost():
 
 def test_nearest_users_see_related_genres_that_cosine_cannot():
     genres = ["Action", "Adventure", "Documentary"]
-    prof = pd.DataFrame([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.5, 0.5, 0]],
-                        index=["query", "adventure fan", "documentary fan", "mixed"],
+    prof = pd.DataFrame([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0.5, 0.5, 0], [0.8, 0, 0.2]],
+                        index=["query", "adventure fan", "documentary fan", "mixed", "some docs"],
                         columns=genres, dtype=float)
     cost = pd.DataFrame([[0, 0.3, 1], [0.3, 0, 1], [1, 1, 0]], index=genres, columns=genres,
                         dtype=float)
     table = nearest_users(prof, "query", cost)
     assert "query" not in table.index
-    assert list(table.index) == ["mixed", "adventure fan", "documentary fan"]
-    np.testing.assert_allclose(table["ot_distance"], [0.15, 0.3, 1.0])
+    order = ["mixed", "some docs", "adventure fan", "documentary fan"]
+    assert list(table.index) == order
+    np.testing.assert_allclose(table["ot_distance"], [0.15, 0.2, 0.3, 1.0], atol=1e-12)
+    # total variation ignores that Adventure is near Action: both fans are at distance 1
+    np.testing.assert_allclose(table["tv_distance"], [0.5, 0.2, 1.0, 1.0], atol=1e-12)
+    np.testing.assert_array_equal(table["tv_rank"], [2, 1, 3, 3])
     # cosine: both single-genre fans are orthogonal to the query, a tie
-    assert table.loc["adventure fan", "cosine_similarity"] == 0
-    assert table.loc["adventure fan", "cosine_rank"] == table.loc["documentary fan",
-                                                                  "cosine_rank"] == 2
+    np.testing.assert_allclose(table["cosine_similarity"],
+                               [0.5 / np.sqrt(0.5), 0.8 / np.sqrt(0.68), 0, 0], atol=1e-12)
+    np.testing.assert_array_equal(table["cosine_rank"], [2, 1, 3, 3])
     assert table.loc["mixed", "top_genres"].startswith("Action, Adventure")
     agree = neighbour_agreement(table, 1)
-    assert agree["overlap"] == 1
+    assert (agree["shared_top_k"] == 0).all()  # OT's nearest is "mixed", the others' not
+    agree = neighbour_agreement(table, 2)
+    assert (agree["shared_top_k"] == 2).all()
+    rho = scipy.stats.spearmanr(table["ot_distance"], -table["cosine_similarity"])[0]
+    assert agree.loc["cosine", "spearman"] == pytest.approx(rho)
     with pytest.raises(ValueError, match="user 'nobody' has no genre profile"):
         nearest_users(prof, "nobody", cost)
+    with pytest.raises(ValueError, match="table lacks columns"):
+        neighbour_agreement(table.drop(columns="tv_rank"))
 
 
 # ---------------------------------------------------------------- real data
