@@ -500,17 +500,16 @@ def entropic_barycenter(hists, grid, *, reg=5e-3, weights=None, support=None,
     method = "sinkhorn" if uniform else "sinkhorn_log"
     errors = {"over": "raise", "invalid": "raise", "under": "ignore",
               "divide": "raise" if uniform else "ignore"}  # log(0) = -inf is fine in logs
-    with np.errstate(**errors):
-        try:
+    problem = (f"the entropic barycenter overflowed at reg={reg:g}; increase reg "
+               "(exp(-1/reg) must stay far from 0, e.g. reg >= 2e-3) or use a coarser support")
+    try:
+        with np.errstate(**errors):
             bary = ot.barycenter(A, M, reg, weights=w, method=method, numItermax=max_iter,
                                  stopThr=tol)
-        except FloatingPointError as exc:
-            bary = exc
-    if isinstance(bary, FloatingPointError) or not np.all(np.isfinite(bary)):
-        raise ValueError(
-            f"the entropic barycenter overflowed at reg={reg:g}; increase reg "
-            "(exp(-1/reg) must stay far from 0, e.g. reg >= 2e-3) or use a coarser support"
-        )
+    except FloatingPointError as exc:
+        raise ValueError(f"{problem} ({exc})") from exc
+    if not np.all(np.isfinite(bary)):
+        raise ValueError(problem)
     bary = np.asarray(bary, dtype=np.float64)
     return support, bary / bary.sum()
 
