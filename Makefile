@@ -6,13 +6,14 @@ BIN     := $(VENV)/bin
 UV      := $(shell command -v uv 2>/dev/null)
 export MFLIB_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: help venv test test-unit test-notebooks lint reports sync bench clean
+.PHONY: help venv test test-unit test-notebooks lint reports sync checked-outputs bench clean
 
 help:
 	@echo "make test              unit tests, notebook sync checks and nbval (creates $(VENV))"
 	@echo "make reports [PROFILE=quick|ci|ml-1m]  run every notebook into reports/PROFILE/"
 	@echo "make lint              ruff"
 	@echo "make sync              re-pair notebooks/*.py with their .ipynb (jupytext)"
+	@echo "make checked-outputs [NB=notebooks/02_als_bcd.ipynb]  store the nbval-checked summaries"
 	@echo "make bench NAME=als    run benchmarks/bench_NAME.py"
 
 # One stamp per set of extras, rebuilt when pyproject.toml changes.
@@ -43,6 +44,13 @@ reports: $(VENV)/.stamp-notebooks
 
 sync: $(VENV)/.stamp-dev
 	$(BIN)/jupytext --sync notebooks/[0-9]*.py
+
+# executes the notebooks (their own parameters, as nbval does) and stores the output of
+# each "# NBVAL_CHECK_OUTPUT" cell, which `make test` then compares
+NB ?= $(wildcard notebooks/[0-9]*.ipynb)
+checked-outputs: $(VENV)/.stamp-dev
+	MFLIB_PROGRESS=0 $(BIN)/python -c 'import sys; from mflib.experiment import \
+	    store_checked_outputs as store; [print(p, store(p)) for p in sys.argv[1:]]' $(NB)
 
 bench: $(VENV)/.stamp-dev
 	$(BIN)/python -m mflib bench $(NAME)

@@ -45,8 +45,8 @@ from sklearn.base import clone
 
 from benchmarks.common import machine_line, peer_python, print_table
 from mflib import ALS, load_predefined_split, make_low_rank, make_split
+from mflib.experiment import sweep
 from mflib.metrics import rmse
-from mflib.solvers.als import validation_grid
 
 SPARK_REQUIREMENTS = ["pyspark==3.5.3", "numpy<2"]  # pyspark.ml imports numpy
 
@@ -178,19 +178,19 @@ def tune_u1(args) -> tuple[pd.DataFrame, pd.DataFrame]:
          "bias_regularization": args.tune_weighted_bias_regs},
     ]
     t0 = time.perf_counter()
-    grid = validation_grid(template, param_grid, inner.train, inner.test)
-    grid = grid.sort_values("best_epoch_val_rmse", ignore_index=True)
+    grid = sweep(template, param_grid, train=inner.train, validation=inner.test, clip=True)
+    grid = grid.sort_values("best_val_rmse", ignore_index=True)
     print(f"validation grid: {len(grid)} fits in {time.perf_counter() - t0:.0f} s", flush=True)
     keys = ["regularization_scale", "n_factors", "regularization", "bias_regularization"]
     results = []
     for rank_on_validation, row in grid.head(max(1, args.tune_diagnostic)).iterrows():
         params = {key: row[key] for key in keys}
         params["n_factors"] = int(params["n_factors"])
-        model = clone(template).set_params(**params, max_iter=int(row["best_epoch"]))
+        model = clone(template).set_params(**params, max_iter=int(row["best_iteration"]))
         model.fit(u1.train)
         results.append({"validation rank": rank_on_validation + 1, **params,
-                        "epochs": int(row["best_epoch"]),
-                        "val_rmse": row["best_epoch_val_rmse"],
+                        "epochs": int(row["best_iteration"]),
+                        "val_rmse": row["best_val_rmse"],
                         "u1.test RMSE (clipped)": rmse(u1.test.ratings,
                                                        model.predict(u1.test, clip=True)),
                         "u1.test RMSE (unclipped)": rmse(u1.test.ratings,

@@ -13,7 +13,7 @@ import pandas as pd
 from benchmarks.common import machine_line, print_table
 from mflib import BiasBaseline, GlobalMean, ItemMean, UserItemMean, UserMean
 from mflib.data import load_dataset, load_predefined_split
-from mflib.experiment import compare_models
+from mflib.experiment import compare
 
 
 def load_times(names=("ml-100k", "ml-latest-small", "netflix"), repeats=5):
@@ -38,7 +38,7 @@ def baseline_table():
     tables = {}
     for label, (name, split) in {"netflix course": ("netflix", "course"),
                                  "ml-100k u1": ("ml-100k", "u1")}.items():
-        tables[label] = compare_models(models(), load_predefined_split(name, split))["rmse"]
+        tables[label] = compare(models(), load_predefined_split(name, split))["test_rmse"]
     return pd.DataFrame(tables).rename_axis("baseline").reset_index()
 
 

@@ -28,7 +28,7 @@ from mflib.solvers.riemannian import ArmijoLineSearch
 
 RANK = 10
 ALS_GRID = (5.0, 10.0, 20.0)
-RGD_GRID = ((0.5, 5.0), (0.7, 5.0), (1.0, 10.0))  # (regularization, bias_regularization)
+RGD_GRID = ((0.25, 5.0), (0.49, 5.0), (1.0, 10.0))  # (regularization, bias_regularization)
 
 
 def quick_split():
@@ -72,7 +72,7 @@ def svrg_gradient_count(split, rgd_iter=30, svrg_epochs=16, seeds=range(8)):
     steps (the default) and with doubled previous steps. Every per-user solve counts:
     snapshots, inner steps, line-search trials. Seed 0 is the headline; the other seeds
     (other initial points and minibatches) show the spread."""
-    params = dict(n_factors=RANK, regularization=0.7, bias_regularization=5.0, tol=0.0,
+    params = dict(n_factors=RANK, regularization=0.49, bias_regularization=5.0, tol=0.0,
                   verbose=0)
     rows, targets = [], {}
     for initial in ("bb", "previous"):

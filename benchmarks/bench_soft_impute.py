@@ -88,7 +88,7 @@ def _objective(rm, model, lam) -> float:
 def _fit(rm, lam, iters, **params):
     from mflib import SoftImpute  # noqa: PLC0415
 
-    model = SoftImpute(lam, center=None, max_iter=iters, tol=0.0, verbose=0, random_state=0,
+    model = SoftImpute(lam, center="none", max_iter=iters, tol=0.0, verbose=0, random_state=0,
                        **params)
     t0 = time.perf_counter()
     model.fit(rm)
@@ -97,10 +97,11 @@ def _fit(rm, lam, iters, **params):
 
 def bench_ml100k(lambda_ratio: float, iters: int, out: str | None) -> None:
     from mflib import load_dataset  # noqa: PLC0415
-    from mflib.solvers.soft_impute import center_ratings, lambda_max  # noqa: PLC0415
+    from mflib.solvers.baselines import center  # noqa: PLC0415
+    from mflib.solvers.soft_impute import lambda_max  # noqa: PLC0415
 
     rm = load_dataset("ml-100k", download=False)
-    *_, target = center_ratings(rm, "biases")
+    target = center(rm, "biases").values
     X = rm.with_ratings(target)
     lam = lambda_ratio * lambda_max(rm, "biases")
     print(f"ml-100k: {rm.n_users} x {rm.n_items}, {rm.nnz} ratings; lambda = {lam:.4g} "

@@ -6,6 +6,7 @@ Every estimator follows scikit-learn's conventions; see :class:`FactorizationEst
 from .base import FactorizationEstimator, FactorState
 from .callbacks import EarlyStopping, LogMetrics, TimeBudget
 from .data import RatingMatrix, load_dataset, load_predefined_split, make_low_rank, make_split
+from .execution import config_context
 from .fitting import ConvergenceWarning, History, StopFit, run_loop
 from .solvers.als import ALS
 from .solvers.baselines import (
@@ -17,19 +18,12 @@ from .solvers.baselines import (
     UserMean,
 )
 from .solvers.bcd import BiasedBCD
+from .solvers.euclidean_gd import EuclideanGD
 from .solvers.lasso_mf import LassoMF
-from .solvers.riemannian import (
-    DANE,
-    RAGD,
-    RGD,
-    RSARAH,
-    RSPIDER,
-    RSVRG,
-    Catalyst,
-    EuclideanGD,
-)
+from .solvers.riemannian import DANE, RAGD, RGD, RSARAH, RSPIDER, RSVRG, Catalyst
 from .solvers.sgd import SGD, SVRG
-from .solvers.soft_impute import SoftImpute, SoftImputeALS, soft_impute_path
+from .solvers.soft_impute import SoftImpute, soft_impute_path
+from .solvers.soft_impute_als import SoftImputeALS
 
 __version__ = "0.1.0"
 
@@ -64,6 +58,7 @@ __all__ = [
     "TimeBudget",
     "UserItemMean",
     "UserMean",
+    "config_context",
     "load_dataset",
     "load_predefined_split",
     "make_low_rank",

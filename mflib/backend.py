@@ -37,12 +37,20 @@ def gpu_unavailable_reason() -> str:
     return _cupy_status()[1]
 
 
-def resolve_device(device: str) -> str:
-    """Map ``"auto"`` to ``"gpu"`` or ``"cpu"``; refuse ``"gpu"`` without a GPU."""
+def resolve_device(device: str, supported=("cpu", "gpu"), owner: str = "") -> str:
+    """Map ``"auto"`` to ``"gpu"`` or ``"cpu"``; refuse ``"gpu"`` without a GPU.
+
+    ``supported`` lists the devices the caller (``owner``, an estimator's name) has a
+    path for: ``"auto"`` then picks the GPU only when it is supported and present, and
+    an explicit ``"gpu"`` for a CPU-only estimator is refused by name.
+    """
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; choose one of {DEVICES}")
     if device == "auto":
-        return "gpu" if gpu_available() else "cpu"
+        return "gpu" if "gpu" in supported and gpu_available() else "cpu"
+    if device not in supported:
+        raise ValueError(f"{owner or 'this estimator'} has no {device.upper()} path "
+                         f"(device={device!r}); use device='cpu' or 'auto'")
     if device == "gpu" and not gpu_available():
         raise DeviceError(
             f"device='gpu' was requested but {gpu_unavailable_reason()}. "
@@ -56,6 +64,13 @@ def get_namespace(device: str):
     if resolve_device(device) == "gpu":
         return _cupy_status()[0]
     return np
+
+
+def array_module(array):
+    """``numpy`` or ``cupy``, whichever ``array`` belongs to."""
+    if isinstance(array, np.ndarray):
+        return np
+    return __import__(type(array).__module__.split(".")[0])
 
 
 def to_numpy(array):

@@ -2,13 +2,16 @@
 
 A subclass supplies ``_init_state(train) -> state``, ``_step(state, train) -> dict``
 and, when its model is not ``mu + b_u + c_i + p_u . q_i``, ``_finalize``. The loop
-itself lives in :func:`mflib.fitting.run_loop`; no estimator writes its own.
+itself lives in :func:`mflib.fitting.run_loop`; no estimator writes its own. The fit
+runs under the estimator's execution policy (:func:`mflib.execution.fit_context`:
+threads, BLAS, device, communicator), and every parameter is checked against the
+class's declared ``_parameter_constraints`` before anything is computed.
 
 Unknown users and items
 -----------------------
 A pair is *known* when both its user and its item have at least one training rating.
 Known pairs are predicted by the model. Every other pair is predicted by the
-fallback baseline fitted alongside every model,
+:class:`Fallback` fitted alongside every model,
 ``mu + b_u [user known] + c_i [item known]``, with damped mean offsets
 ``c_i = sum(r - mu) / (n_i + FALLBACK_DAMPING)`` and then
 ``b_u = sum(r - mu - c_i) / (n_u + FALLBACK_DAMPING)``. Predictions are therefore
@@ -25,11 +28,26 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from .backend import to_numpy
+from . import execution
+from .backend import array_module, to_numpy
 from .data.ratings import RatingMatrix, as_rating_matrix
 from .fitting import run_loop
 from .kernels import pair_dots
-from .validation import DataError, check_pairs, check_positive_int
+from .validation import (
+    BOOLEAN,
+    N_JOBS,
+    NONE,
+    NONNEGATIVE,
+    POSITIVE_INT,
+    RANDOM_STATE,
+    Callbacks,
+    DataError,
+    Interval,
+    Options,
+    check_constraints,
+    check_pairs,
+    check_positive_int,
+)
 
 FALLBACK_DAMPING = 10.0
 _SAVE_FORMAT = 1
@@ -68,11 +86,10 @@ class FactorState:
             if isinstance(P, np.ndarray):
                 out += pair_dots(P, Q, users, items)
             else:  # GPU arrays: products on the device, one chunk at a time
-                xp = type(P).__module__.split(".")[0]
-                xp = __import__(xp)
-                for s in range(0, len(users), 1 << 20):
-                    u = xp.asarray(users[s : s + (1 << 20)])
-                    i = xp.asarray(items[s : s + (1 << 20)])
+                xp, chunk = array_module(P), execution.GPU_CHUNK
+                for s in range(0, len(users), chunk):
+                    u = xp.asarray(users[s : s + chunk])
+                    i = xp.asarray(items[s : s + chunk])
                     out[s : s + len(u)] += to_numpy((P[u] * Q[i]).sum(axis=1))
         return out
 
@@ -89,14 +106,41 @@ class FactorState:
         return out
 
 
-def _mapped_pairs(model, X) -> tuple[np.ndarray, np.ndarray]:
-    """Inner (user, item) indices of X in the training index; -1 for unseen ids."""
-    if isinstance(X, RatingMatrix):
-        if X.shares_index_with(model._train_index):
-            return X.users.astype(np.int64), X.items.astype(np.int64)
-        X = X.pairs()
-    X = check_pairs(X)
-    return model._train_index.user_index(X[:, 0]), model._train_index.item_index(X[:, 1])
+@dataclasses.dataclass
+class Fallback:
+    """The model of pairs whose user or item has no training rating:
+    ``mean + user_bias[u] [user known] + item_bias[i] [item known]``.
+
+    Offsets are damped means, ``item_bias = sum(r - mean) / (n_i + damping)`` and then
+    ``user_bias = sum(r - mean - item_bias) / (n_u + damping)``, so an id with few
+    ratings stays close to the mean.
+    """
+
+    mean: float
+    user_bias: np.ndarray
+    item_bias: np.ndarray
+    damping: float = FALLBACK_DAMPING
+
+    @classmethod
+    def fit(cls, train: RatingMatrix, damping: float = FALLBACK_DAMPING) -> Fallback:
+        mu = float(train.ratings.mean())
+        c = np.bincount(train.items, weights=train.ratings - mu, minlength=train.n_items)
+        c /= train.item_counts() + damping
+        b = np.bincount(train.users, weights=train.ratings - mu - c[train.items],
+                        minlength=train.n_users)
+        b /= train.user_counts() + damping
+        return cls(mu, b, c, damping)
+
+    def predict(self, users, items, known_users, known_items) -> np.ndarray:
+        """Scores of (users[n], items[n]); an offset applies only where its id is known."""
+        out = np.full(len(users), self.mean)
+        out[known_users] += self.user_bias[users[known_users]]
+        out[known_items] += self.item_bias[items[known_items]]
+        return out
+
+    def item_scores(self) -> np.ndarray:
+        """Every item's score for a user the model does not know: ``mean + item_bias``."""
+        return self.mean + self.item_bias
 
 
 class FactorizationEstimator(BaseEstimator):
@@ -107,10 +151,28 @@ class FactorizationEstimator(BaseEstimator):
     ``(X, y)`` tuple) adds ``val_rmse`` to the history. Fitted attributes end in ``_``.
     """
 
+    #: accepted values of each ``__init__`` parameter (a list of
+    #: :class:`~mflib.validation.Constraint`, any one of which must hold); subclasses list
+    #: their own parameters and inherit these common ones
+    _parameter_constraints: dict = {
+        "max_iter": [POSITIVE_INT],
+        "tol": [NONNEGATIVE],
+        "n_jobs": list(N_JOBS),
+        "random_state": [NONE, RANDOM_STATE],
+        "verbose": [BOOLEAN, Interval("int", 0)],
+        "callbacks": [NONE, Callbacks()],
+        "device": [Options("cpu", "gpu", "auto")],
+    }
+    #: devices this estimator has a path for (``device="gpu"`` is refused otherwise)
+    _devices: tuple = ("cpu",)
     #: small settings under which the shared contract tests run this estimator quickly
     _contract_params: dict = {}
     #: metric the tolerance test watches
     _monitor = "objective"
+    #: True when ``_monitor`` is itself a change (e.g. the relative change of the
+    #: factors): the fit converges when it falls below ``tol``, rather than when its
+    #: relative change between iterations does
+    _monitor_change = False
     #: False for solvers whose fit ends with a polishing step after the last recorded
     #: iteration (e.g. softImpute-ALS's final SVD), so the history's last train RMSE
     #: describes the iterate before it
@@ -152,20 +214,10 @@ class FactorizationEstimator(BaseEstimator):
         eval_set : RatingMatrix or tuple (X_val, y_val), optional
             Validation ratings; their RMSE is recorded every iteration as ``val_rmse``.
         """
+        self._validate_params()
         train = as_rating_matrix(X, y)
         self._remember_training_data(train)
-        val = None
-        if eval_set is not None:
-            val_rm = eval_set if isinstance(eval_set, RatingMatrix) else None
-            if val_rm is None:
-                if not (isinstance(eval_set, (tuple, list)) and len(eval_set) == 2):
-                    raise DataError(
-                        "eval_set must be a RatingMatrix or a tuple (X_val, y_val), got "
-                        f"{type(eval_set).__name__}"
-                    )
-                val_rm = as_rating_matrix(*eval_set, name="eval_set")
-            u, i = _mapped_pairs(self, val_rm)
-            val = (u, i, val_rm.ratings)
+        val = self._validation_pairs(eval_set)
         train_u = train.users.astype(np.int64)
         train_i = train.items.astype(np.int64)
 
@@ -179,28 +231,55 @@ class FactorizationEstimator(BaseEstimator):
                 metrics["val_rmse"] = _rmse(self._predict_pairs(state, val[0], val[1])[0], val[2])
             return metrics
 
-        state = self._init_state(train)
-        max_iter = getattr(self, "max_iter", 1)
-        if max_iter is not None:
-            check_positive_int(max_iter, "max_iter")
-        result = run_loop(
-            lambda s: self._step(s, train),
-            state,
-            max_iter=max_iter,
-            tol=float(getattr(self, "tol", 0.0) or 0.0),
-            monitor=self._monitor,
-            evaluate=evaluate,
-            callbacks=getattr(self, "callbacks", None) or (),
-            model=self,
-            verbose=getattr(self, "verbose", 0),
-            desc=type(self).__name__,
-            copy_state=lambda s: s.copy(),
-        )
-        self.history_ = result.history
-        self.n_iter_ = result.n_iter
-        self.stop_reason_ = result.stop_reason
-        self._finalize(result.state)
+        with execution.fit_context(self):
+            state = self._init_state(train)
+            result = run_loop(
+                lambda s: self._step(s, train),
+                state,
+                max_iter=getattr(self, "max_iter", 1),
+                tol=float(getattr(self, "tol", 0.0) or 0.0),
+                monitor=self._monitor,
+                monitor_change=self._monitor_change,
+                evaluate=evaluate,
+                callbacks=getattr(self, "callbacks", None) or (),
+                model=self,
+                verbose=getattr(self, "verbose", 0),
+                desc=type(self).__name__,
+                copy_state=lambda s: s.copy(),
+            )
+            self.history_ = result.history
+            self.n_iter_ = result.n_iter
+            self.stop_reason_ = result.stop_reason
+            self._finalize(result.state)
         return self
+
+    @classmethod
+    def _constraints(cls) -> dict:
+        """The parameter constraints of this class and its bases, merged."""
+        out = {}
+        for klass in reversed(cls.__mro__):
+            out.update(vars(klass).get("_parameter_constraints", {}))
+        return out
+
+    def _validate_params(self) -> None:
+        """Check every parameter against the declared constraints, before fitting."""
+        check_constraints(type(self).__name__, self._constraints(), self.get_params(deep=False))
+
+    def _validation_pairs(self, eval_set):
+        """``(users, items, ratings)`` of ``eval_set`` in the training index, or None."""
+        if eval_set is None:
+            return None
+        if isinstance(eval_set, RatingMatrix):
+            val_rm = eval_set
+        elif isinstance(eval_set, (tuple, list)) and len(eval_set) == 2:
+            val_rm = as_rating_matrix(*eval_set, name="eval_set")
+        else:
+            raise DataError(
+                "eval_set must be a RatingMatrix or a tuple (X_val, y_val), got "
+                f"{type(eval_set).__name__}"
+            )
+        users, items = self.map_pairs(val_rm)
+        return users, items, val_rm.ratings
 
     def _remember_training_data(self, train: RatingMatrix) -> None:
         self._train_index = train.take(np.arange(0))  # the id maps, without the ratings
@@ -209,15 +288,26 @@ class FactorizationEstimator(BaseEstimator):
         self.user_counts_ = train.user_counts()
         self.item_counts_ = train.item_counts()
         self.rating_scale_ = (float(train.ratings.min()), float(train.ratings.max()))
-        mu = float(train.ratings.mean())
-        c = np.bincount(train.items, weights=train.ratings - mu, minlength=train.n_items)
-        c /= self.item_counts_ + FALLBACK_DAMPING
-        b = np.bincount(
-            train.users, weights=train.ratings - mu - c[train.items], minlength=train.n_users
-        )
-        b /= self.user_counts_ + FALLBACK_DAMPING
-        self.fallback_mean_, self.fallback_user_bias_, self.fallback_item_bias_ = mu, b, c
+        self.fallback_ = Fallback.fit(train)
         self._seen = train.to_csr()
+
+    # ------------------------------------------------------------------ ids
+    def map_pairs(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Inner (user, item) indices of ``X`` (a RatingMatrix or (n, 2) raw ids) in the
+        training index; -1 for ids without a training rating."""
+        if not hasattr(self, "_train_index"):
+            self._check_fitted()
+        if isinstance(X, RatingMatrix):
+            if X.shares_index_with(self._train_index):
+                return X.users.astype(np.int64), X.items.astype(np.int64)
+            X = X.pairs()
+        X = check_pairs(X)
+        return self._train_index.user_index(X[:, 0]), self._train_index.item_index(X[:, 1])
+
+    def seen_items(self, users):
+        """Training items of inner ``users`` (each >= 0) as CSR rows, (len(users), n_items)."""
+        self._check_fitted()
+        return self._seen[np.asarray(users, dtype=np.int64)]
 
     # ------------------------------------------------------------------ predict
     def _predict_pairs(self, state, users, items) -> tuple[np.ndarray, np.ndarray]:
@@ -230,11 +320,8 @@ class FactorizationEstimator(BaseEstimator):
         out[known] = state.predict(users[known], items[known])
         if not known.all():
             rest = ~known
-            fb = np.full(int(rest.sum()), self.fallback_mean_)
-            ku, ki = known_u[rest], known_i[rest]
-            fb[ku] += self.fallback_user_bias_[users[rest][ku]]
-            fb[ki] += self.fallback_item_bias_[items[rest][ki]]
-            out[rest] = fb
+            out[rest] = self.fallback_.predict(users[rest], items[rest], known_u[rest],
+                                               known_i[rest])
         return out, known
 
     def predict(self, X, *, clip: bool = False, return_known: bool = False):
@@ -255,7 +342,7 @@ class FactorizationEstimator(BaseEstimator):
         ndarray of shape (n,) [, ndarray of bool of shape (n,)]
         """
         self._check_fitted()
-        users, items = _mapped_pairs(self, X)
+        users, items = self.map_pairs(X)
         pred, known = self._predict_pairs(self._fitted_state(), users, items)
         if clip:
             np.clip(pred, *self.rating_scale_, out=pred)
@@ -266,19 +353,22 @@ class FactorizationEstimator(BaseEstimator):
         rm = as_rating_matrix(X, y)
         return -_rmse(self.predict(rm), rm.ratings)
 
-    def _score_items(self, users: np.ndarray) -> np.ndarray:
-        """Scores of every item for inner users (any may be -1/unknown): (len(users), n_items)."""
+    def score_items(self, users) -> np.ndarray:
+        """Scores of every item for inner ``users`` (from :meth:`map_pairs`; -1 for a user
+        without training ratings, ranked by the fallback): shape (len(users), n_items)."""
+        self._check_fitted()
+        users = np.array(users, dtype=np.int64, ndmin=1)
         n_items = len(self.item_ids_)
         known_u = users >= 0
         known_u[known_u] = self.user_counts_[users[known_u]] > 0
         known_i = self.item_counts_ > 0
         out = np.empty((len(users), n_items))
-        fb_items = self.fallback_mean_ + self.fallback_item_bias_
-        out[~known_u] = fb_items
+        out[~known_u] = self.fallback_.item_scores()
         if known_u.any():
             ku = users[known_u]
             scores = self._fitted_state().score_users(ku, n_items)
-            scores[:, ~known_i] = (self.fallback_mean_ + self.fallback_user_bias_[ku])[:, None]
+            fb = self.fallback_
+            scores[:, ~known_i] = (fb.mean + fb.user_bias[ku])[:, None]
             out[known_u] = scores
         return out
 
@@ -295,10 +385,9 @@ class FactorizationEstimator(BaseEstimator):
         self._check_fitted()
         check_positive_int(k, "k")
         u = int(self._train_index.user_index([user])[0])
-        scores = self._score_items(np.array([u]))[0]
+        scores = self.score_items([u])[0]
         if exclude_seen and u >= 0:
-            row = self._seen[u]
-            scores[row.indices] = -np.inf
+            scores[self.seen_items([u]).indices] = -np.inf
         k = min(k, int(np.isfinite(scores).sum()))
         top = np.argpartition(-scores, k - 1)[:k] if k else np.array([], dtype=int)
         top = top[np.argsort(-scores[top], kind="stable")]

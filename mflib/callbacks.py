@@ -11,10 +11,26 @@ import time
 
 from .validation import check_positive, check_positive_int
 
+_OFF = ("0", "off", "false", "no")
+_ON = ("1", "on", "true", "yes")
+
 
 def progress_enabled(verbose) -> bool:
-    """Progress bars are shown when ``verbose`` is truthy and ``MFLIB_PROGRESS`` is not 0."""
-    return bool(verbose) and os.environ.get("MFLIB_PROGRESS", "1") not in ("0", "false", "no")
+    """Progress bars are shown when ``verbose`` is truthy and ``MFLIB_PROGRESS`` is not off.
+
+    ``MFLIB_PROGRESS`` takes 0/off/false/no or 1/on/true/yes in any case (unset or empty:
+    on). Any other value raises ValueError, also when ``verbose`` is off, so a typo is
+    never silently ignored.
+    """
+    value = os.environ.get("MFLIB_PROGRESS", "").strip()
+    if value.lower() in _OFF:
+        return False
+    if value and value.lower() not in _ON:
+        raise ValueError(
+            f"MFLIB_PROGRESS={value!r} is not understood; set it to one of "
+            f"{'/'.join(_OFF)} (no progress bars) or {'/'.join(_ON)} (any case), or unset it"
+        )
+    return bool(verbose)
 
 
 class ProgressBar:

@@ -1,13 +1,16 @@
 """``python -m mflib {data,fit,evaluate,reports,bench}``.
 
 Models are found by name in :mod:`mflib.registry`, so every exported estimator is
-usable here without changes to this file.
+usable here without changes to this file. Every error is one line on stderr
+(``error: ...``) and exit status 2; options are checked before any data is loaded
+or any model is fitted.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,37 +18,144 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from .callbacks import progress_enabled
 from .data import REGISTRY, fetch, load_dataset, load_predefined_split, make_split
-from .data.datasets import DataNotFoundError, get_dataset
+from .data.datasets import get_dataset, local_status
 from .data.split import SPLITS
-from .metrics import ranking_metrics, rating_metrics
+from .experiment import evaluate_fit, parse_value
 from .registry import estimators, make_estimator
+from .validation import DataError
+
+DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE, DEFAULT_SEED = 0.2, 0.0, 0
 
 
+class CLIError(Exception):
+    """A mistake on the command line, reported as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``error: ...``), not usage + message."""
+
+    def error(self, message):
+        raise CLIError(f"{message} (see {self.prog} --help)")
+
+
+def _one_line(text) -> str:
+    return re.sub(r"\s*\n\s*", " | ", str(text).strip())
+
+
+# ---------------------------------------------------------------------- YAML 1.2 values
 def _param(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"--param expects key=value, got {text!r}")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    key = key.strip()
+    if not key:
+        raise argparse.ArgumentTypeError(f"--param {text!r} has no parameter name before '='")
+    try:
+        return key, parse_value(value)
+    except yaml.YAMLError as exc:
+        reason = getattr(exc, "problem", None) or _one_line(exc)
+        raise argparse.ArgumentTypeError(
+            f"cannot parse the value of parameter {key!r} ({value!r}) as YAML: {reason}"
+        ) from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1), got {text!r}")
+    return value
+
+
+# ---------------------------------------------------------------------- helpers
 def _split(args):
     ds = get_dataset(args.dataset)
+    given = [opt for opt, value in (("--test-size", args.test_size),
+                                     ("--val-size", args.val_size), ("--seed", args.seed))
+             if value is not None]
     if args.split in ds.splits:
+        if given:
+            one = len(given) == 1
+            raise CLIError(
+                f"{' and '.join(given)} {'does' if one else 'do'} not apply to the predefined "
+                f"split {args.split!r} of {args.dataset}, whose train and test files are "
+                f"fixed; drop {'it' if one else 'them'}, or use a generated split "
+                f"({', '.join(SPLITS)})"
+            )
         return load_predefined_split(args.dataset, args.split)
     if args.split not in SPLITS:
-        choices = list(SPLITS) + list(ds.splits)
-        raise SystemExit(f"unknown split {args.split!r} for {args.dataset}; choose from {choices}")
+        choices = ", ".join(list(SPLITS) + list(ds.splits))
+        raise CLIError(f"unknown split {args.split!r} for {args.dataset}; choose from {choices}")
+    if args.split == "temporal" and args.seed is not None:
+        raise CLIError("--seed does not apply to the temporal split, which orders each "
+                       "user's ratings by time; drop it")
+    test_size = DEFAULT_TEST_SIZE if args.test_size is None else args.test_size
+    val_size = DEFAULT_VAL_SIZE if args.val_size is None else args.val_size
+    seed = DEFAULT_SEED if args.seed is None else args.seed
+    if test_size == 0:
+        raise CLIError("--test-size must be > 0: the test part would be empty")
     rm = load_dataset(args.dataset)
-    kw = {"random_state": args.seed} if args.split != "temporal" else {}
-    if args.split == "temporal":
-        kw["fractions"] = ((1 - args.test_size - args.val_size, args.val_size, args.test_size)
-                           if args.val_size else (1 - args.test_size, args.test_size))
-    elif args.split == "cold_start":
-        kw.update(item_fraction=args.test_size, val_size=args.val_size)
+    kw = {"random_state": seed} if args.split != "temporal" else {}
+    if args.split == "kfold":  # one fold of round(1 / test_size) folds
+        n_splits = max(2, int(round(1 / test_size)))
+        kw.update(n_splits=n_splits, fold=args.fold, val_size=val_size)
     else:
-        kw.update(test_size=args.test_size, val_size=args.val_size)
+        kw.update(test_size=test_size, val_size=val_size)
     return make_split(rm, args.split, **kw)
+
+
+def _check_save_path(text: str) -> Path:
+    """Refuse, before fitting, a --save target that cannot be written as a file."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise CLIError(f"--save {text}: is a directory; give a file name inside it, "
+                       f"e.g. {path / 'model'}")
+    folder = path.parent
+    if not folder.is_dir():
+        raise CLIError(f"--save {text}: the folder {folder} does not exist; create it first")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CLIError(f"--save {text}: cannot write there (permission denied)")
+    return path
+
+
+def _load_model(text: str):
+    """The model saved in ``text``; any failure is one line naming the file."""
+    from .base import FactorizationEstimator  # noqa: PLC0415
+
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise CLIError(f"--model-file {text}: no such file")
+    if path.is_dir():
+        raise CLIError(f"--model-file {text}: is a directory, not a model file")
+    if path.stat().st_size == 0:
+        raise CLIError(f"--model-file {text}: the file is empty (an interrupted save?); "
+                       "fit and save the model again")
+    try:
+        return FactorizationEstimator.load(path)
+    except Exception as exc:  # whatever the loader raises, the user gets the file and why
+        raise CLIError(f"--model-file {text}: cannot be loaded as an mflib model "
+                       f"({type(exc).__name__}: {_one_line(exc)})") from exc
+
+
+def _repo_dir(name: str) -> Path | None:
+    """``name`` (params, notebooks, reports, benchmarks) in the repository holding this
+    package, when mflib runs from a checkout; None for an installed package."""
+    root = Path(__file__).resolve().parent.parent
+    return root / name if (root / name).is_dir() else None
 
 
 def _show(obj) -> None:
@@ -53,19 +163,21 @@ def _show(obj) -> None:
         print(obj)
 
 
+# ---------------------------------------------------------------------- commands
 def cmd_data(args) -> int:
     if args.action == "list":
         rows = []
         for name, ds in REGISTRY.items():
             try:
-                where = str(fetch(name, download=False, verify=False))
-            except DataNotFoundError:
-                where = "(not downloaded)"
-            rows.append((name, ds.description, where))
-        _show(pd.DataFrame(rows, columns=["name", "description", "local copy"]).set_index("name"))
+                path, status = local_status(name)
+            except (DataError, OSError) as exc:  # one bad copy must not hide the others
+                path, status = None, f"error: {_one_line(exc)}"
+            rows.append((name, status, str(path) if path else "", ds.description))
+        table = pd.DataFrame(rows, columns=["name", "status", "local copy", "description"])
+        print(table.set_index("name").to_string(max_colwidth=90))
         return 0
     if not args.name:
-        raise SystemExit(f"`data {args.action}` needs a dataset name: {', '.join(REGISTRY)}")
+        raise CLIError(f"`data {args.action}` needs a dataset name: {', '.join(REGISTRY)}")
     if args.action == "fetch":
         print(fetch(args.name))
         return 0
@@ -78,13 +190,19 @@ def cmd_data(args) -> int:
 
 
 def _evaluate(model, split, k: int) -> pd.DataFrame:
-    rows = [rating_metrics(model, split.test)]
-    rows.append(ranking_metrics(model, split.test, k=k).drop("users"))
-    return pd.concat(rows).to_frame(type(model).__name__)
+    row = evaluate_fit(model, test=split.test, ranking_k=k)
+    keys = ["test_rmse", "test_mae", "fallback_fraction", f"precision@{k}", f"recall@{k}",
+            f"ndcg@{k}", f"map@{k}"]
+    return pd.Series({key: row[key] for key in keys}).to_frame(type(model).__name__)
 
 
 def cmd_fit(args) -> int:
-    params = dict(args.param or [])
+    save = _check_save_path(args.save) if args.save is not None else None
+    params = {}
+    for key, value in args.param or []:
+        if key in params:
+            raise CLIError(f"--param {key} is given twice ({params[key]!r} and {value!r})")
+        params[key] = value
     model = make_estimator(args.model, **params)
     split = _split(args)
     print(split)
@@ -92,15 +210,13 @@ def cmd_fit(args) -> int:
     model.fit(split.train, eval_set=eval_set)
     print(f"{type(model).__name__}: {model.n_iter_} iteration(s), stopped: {model.stop_reason_}")
     _show(_evaluate(model, split, args.k))
-    if args.save:
-        print("saved to", model.save(args.save))
+    if save is not None:
+        print("saved to", model.save(save))
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from .base import FactorizationEstimator  # noqa: PLC0415
-
-    model = FactorizationEstimator.load(args.model_file)
+    model = _load_model(args.model_file)
     _show(_evaluate(model, _split(args), args.k))
     return 0
 
@@ -108,26 +224,41 @@ def cmd_evaluate(args) -> int:
 def cmd_reports(args) -> int:
     from .experiment import run_reports  # noqa: PLC0415
 
+    dirs = {}
+    for name, given in (("params", args.params_dir), ("notebooks", args.notebooks_dir)):
+        path = Path(given).expanduser() if given else _repo_dir(name)
+        if path is None:
+            raise CLIError(f"no {name}/ folder next to the mflib package "
+                           f"({Path(__file__).resolve().parent.parent}); pass --{name}-dir")
+        if not path.is_dir():
+            raise CLIError(f"--{name}-dir {given}: not a folder")
+        dirs[name] = path
+    output = args.output_dir
+    if output is None:
+        output = (_repo_dir("notebooks").parent / "reports") if _repo_dir("notebooks") \
+            else Path("reports")
     run_reports(args.profile, select=args.notebooks, html=not args.no_html,
-                output_dir=args.output_dir)
+                output_dir=output, params_dir=dirs["params"], notebooks_dir=dirs["notebooks"])
     return 0
 
 
 def cmd_bench(args) -> int:
-    bench_dir = Path("benchmarks")
-    available = sorted(p.stem.removeprefix("bench_") for p in bench_dir.glob("bench_*.py"))
+    bench_dir = _repo_dir("benchmarks")
+    available = sorted(p.stem.removeprefix("bench_") for p in bench_dir.glob("bench_*.py")) \
+        if bench_dir else []
     if args.name not in available:
-        raise SystemExit(f"unknown benchmark {args.name!r}; run from the repository root; "
-                         f"available: {', '.join(available) or 'none'}")
+        raise CLIError(f"unknown benchmark {args.name!r}; available: "
+                       f"{', '.join(available) or 'none (benchmarks/ is in the repository)'}")
     cmd = [sys.executable, "-m", f"benchmarks.bench_{args.name}", *args.extra]
-    return subprocess.call(cmd, env=os.environ.copy())
+    return subprocess.call(cmd, env=os.environ.copy(), cwd=bench_dir.parent)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mflib", description=__doc__.split("\n")[0])
+    p = _Parser(prog="python -m mflib", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("data", help="list, describe or download datasets")
+    d = sub.add_parser("data", help="list (with the state of each local copy), describe or "
+                                    "download datasets")
     d.add_argument("action", choices=["list", "info", "fetch"])
     d.add_argument("name", nargs="?")
     d.set_defaults(func=cmd_data)
@@ -136,16 +267,26 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--dataset", default="ml-100k", choices=list(REGISTRY))
         sp.add_argument("--split", default="random",
                         help=f"{', '.join(SPLITS)} or a predefined split (u1..u5, ua, ub, course)")
-        sp.add_argument("--test-size", type=float, default=0.2)
-        sp.add_argument("--val-size", type=float, default=0.0)
-        sp.add_argument("--seed", type=int, default=0)
-        sp.add_argument("-k", type=int, default=10, help="cut-off of the ranking metrics")
+        # None = not given: the defaults apply to generated splits, and giving one with a
+        # predefined split is an error
+        sp.add_argument("--test-size", type=_fraction, default=None,
+                        help=f"generated splits only (default {DEFAULT_TEST_SIZE})")
+        sp.add_argument("--val-size", type=_fraction, default=None,
+                        help=f"generated splits only (default {DEFAULT_VAL_SIZE})")
+        sp.add_argument("--seed", type=int, default=None,
+                        help=f"random generated splits only (default {DEFAULT_SEED})")
+        sp.add_argument("--fold", type=int, default=0,
+                        help="with --split kfold: which of the round(1 / test-size) folds "
+                             "tests (0-based)")
+        sp.add_argument("-k", type=_positive_int, default=10,
+                        help="cut-off of the ranking metrics (>= 1)")
 
     f = sub.add_parser("fit", help="fit a model on a split and print its test metrics")
     f.add_argument("--model", required=True, help=f"one of: {', '.join(sorted(estimators()))}")
     f.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE",
-                   help="estimator parameter (repeatable), e.g. --param n_factors=20")
-    f.add_argument("--save", help="write the fitted model to this file")
+                   help="estimator parameter (repeatable), a YAML 1.2 value, e.g. "
+                        "--param n_factors=20 --param learning_rate=1e-3")
+    f.add_argument("--save", help="write the fitted model to this file (its folder must exist)")
     split_args(f)
     f.set_defaults(func=cmd_fit)
 
@@ -157,11 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reports", help="execute the notebooks with papermill into reports/")
     r.add_argument("--profile", default="quick")
     r.add_argument("--notebooks", nargs="*", help="only notebooks starting with these prefixes")
-    r.add_argument("--output-dir", default="reports")
+    r.add_argument("--params-dir", help="profiles folder (default: params/ of the repository)")
+    r.add_argument("--notebooks-dir", help="notebooks folder (default: notebooks/ of the "
+                                           "repository)")
+    r.add_argument("--output-dir", help="default: reports/ of the repository")
     r.add_argument("--no-html", action="store_true")
     r.set_defaults(func=cmd_reports)
 
-    b = sub.add_parser("bench", help="run benchmarks/bench_NAME.py (from the repository root)")
+    b = sub.add_parser("bench", help="run benchmarks/bench_NAME.py of the repository")
     b.add_argument("name")
     b.add_argument("extra", nargs=argparse.REMAINDER)
     b.set_defaults(func=cmd_bench)
@@ -169,10 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; errors are one line on stderr and exit status 2."""
     try:
+        args = build_parser().parse_args(argv)
+        progress_enabled(False)  # a bad MFLIB_PROGRESS is reported before any work
         return args.func(args)
-    except (KeyError, ValueError, TypeError, FileNotFoundError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+    except CLIError as exc:
+        msg = str(exc)
+    except KeyError as exc:  # str(KeyError) adds quotes around the message
+        msg = exc.args[0] if exc.args else repr(exc)
+    except (DataError, ValueError, TypeError, OSError, yaml.YAMLError, RuntimeError,
+            ImportError) as exc:
+        msg = str(exc) or type(exc).__name__
+    print(f"error: {_one_line(msg)}", file=sys.stderr)
+    return 2

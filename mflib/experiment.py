@@ -1,4 +1,8 @@
-"""What notebooks and the command line call: parameter profiles, model grids, reports.
+"""The one experiment API: compare models, sweep parameters, run the reports.
+
+:func:`compare` fits a dict of models on one split and :func:`sweep` fits one estimator
+over a parameter grid; both report the same columns (:data:`COLUMNS`), so notebooks,
+benchmarks and the command line read results by name.
 
 Profiles live in ``params/<profile>/``: ``common.yaml`` (optional, shared by every
 notebook) and ``<notebook>.yaml`` (keys of that notebook's ``parameters`` cell).
@@ -6,18 +10,61 @@ notebook) and ``<notebook>.yaml`` (keys of that notebook's ``parameters`` cell).
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
+from sklearn.base import clone
+from sklearn.model_selection import ParameterGrid
 
-from .metrics import rating_metrics
+
+class YAML12Loader(yaml.SafeLoader):
+    """``safe_load`` with the YAML 1.2 core schema's scalars.
+
+    PyYAML implements YAML 1.1, where ``1e-3`` is a string (a float needs a dot),
+    ``yes``/``on``/``no`` are booleans, ``010`` is octal 8 and ``1:30`` is 90. Here, as in
+    YAML 1.2: ``1e-3`` is a float, only true/false are booleans, ``010`` is ten, ``0o10``
+    is octal, and dates or ``1:30`` stay strings.
+    """
+
+
+YAML12Loader.yaml_implicit_resolvers = {}
+for _tag, _pattern, _first in [
+    ("null", r"~|null|Null|NULL|", "~nN"),
+    ("bool", r"true|True|TRUE|false|False|FALSE", "tTfF"),
+    ("int", r"[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+", "-+0123456789"),
+    ("float", r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+              r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)", "-+0123456789."),
+]:
+    YAML12Loader.add_implicit_resolver(
+        f"tag:yaml.org,2002:{_tag}", re.compile(f"^(?:{_pattern})$"),
+        list(_first) + ([""] if _tag == "null" else []),
+    )
+
+
+def _construct_int(loader, node) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith("0o"):
+        return int(text[2:], 8)
+    return int(text, 16) if text.startswith("0x") else int(text, 10)
+
+
+YAML12Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def parse_value(text: str):
+    """A parameter value written in YAML 1.2 (``1e-3`` -> 0.001, ``[1, 2]`` -> list)."""
+    return yaml.load(text, Loader=YAML12Loader)  # a SafeLoader: builds no objects
 
 
 def _read_yaml(path: Path) -> dict:
     with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
+        data = yaml.load(fh, Loader=YAML12Loader) or {}  # a SafeLoader: builds no objects
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of parameter names to values")
     return data
@@ -41,24 +88,231 @@ def load_params(profile: str, notebook: str, params_dir="params") -> dict:
     return params
 
 
-def compare_models(models: dict, split, *, eval_on: str = "test") -> pd.DataFrame:
-    """Fit each model on ``split.train`` and score it on ``split.<eval_on>``.
+# ---------------------------------------------------------------------- compare and sweep
+#: the columns every comparison and sweep reports, in this order (those that apply)
+COLUMNS = (
+    "train_rmse", "val_rmse", "best_val_rmse", "best_iteration", "test_rmse", "test_mae",
+    "fallback_fraction", "objective", "n_iter", "stop_reason", "fit_seconds",
+    "solver_seconds", "seconds_per_iteration",
+)
 
-    Returns one row per model: RMSE, MAE, fallback fraction, fit seconds, iterations
-    and stop reason. The fitted models are left in ``models``.
+
+def _parts(split, train, validation, test) -> tuple:
+    """``(train, validation, test)`` from a Split and/or explicit parts."""
+    if split is not None:
+        if any(p is not None for p in (train, validation, test)):
+            raise TypeError("pass either split=... or train=/validation=/test=, not both")
+        train, validation, test = split.train, split.validation, split.test
+    if train is None:
+        raise TypeError("no training ratings: pass a Split or train=...")
+    return train, validation, test
+
+
+def evaluate_fit(model, *, validation=None, test=None, fit_seconds=None, history=(),
+                 record=None, ranking_k=None, protocols=("full",), clip=False) -> dict:
+    """The row :func:`compare` and :func:`sweep` report for one fitted model.
+
+    Final ``train_rmse`` (as recorded), ``val_rmse`` and ``test_rmse`` / ``test_mae`` /
+    ``fallback_fraction`` (computed from the model's predictions, clipped to the training
+    scale when ``clip``), ``best_val_rmse`` and ``best_iteration`` (from the history, when
+    it records ``val_rmse``), the final ``objective`` and any other ``history`` key,
+    ``n_iter``, ``stop_reason``, ``fit_seconds`` (wall clock of ``fit``), ``solver_seconds``
+    (the history's ``time``: the solver alone) and ``seconds_per_iteration``; with
+    ``ranking_k``, P/R/NDCG/MAP@k on ``test`` in each of ``protocols``; ``record`` maps
+    extra column names to functions of the model.
     """
-    target = getattr(split, eval_on)
-    if target is None:
-        raise ValueError(f"the split has no {eval_on!r} part")
+    from .metrics import mae, ranking_metrics, rmse  # noqa: PLC0415
+
+    h = model.history_
+    row = {}
+    if "train_rmse" in h:
+        row["train_rmse"] = float(h["train_rmse"][-1])
+    if validation is not None:
+        row["val_rmse"] = rmse(validation.ratings, model.predict(validation, clip=clip))
+        if "val_rmse" in h:
+            curve = h["val_rmse"]
+            finite = np.isfinite(curve)
+            best = int(np.nanargmin(np.where(finite, curve, np.nan))) if finite.any() else 0
+            row["best_val_rmse"] = float(curve[best]) if finite.any() else np.nan
+            row["best_iteration"] = best + 1
+    if test is not None:
+        pred, known = model.predict(test, clip=clip, return_known=True)
+        row.update(test_rmse=rmse(test.ratings, pred), test_mae=mae(test.ratings, pred),
+                   fallback_fraction=float(1 - known.mean()))
+        if ranking_k is not None:
+            for protocol in protocols:
+                row.update(ranking_metrics(model, test, k=ranking_k, protocol=protocol)
+                           .drop("users").to_dict())
+    for key in ("objective", *history):
+        if key in h:
+            row[key] = h[len(h) - 1].get(key, np.nan) if len(h) else np.nan
+    solver = float(h["time"][-1]) if len(h) else 0.0
+    row.update(n_iter=model.n_iter_, stop_reason=model.stop_reason_, fit_seconds=fit_seconds,
+               solver_seconds=solver,
+               seconds_per_iteration=solver / model.n_iter_ if model.n_iter_ else np.nan)
+    for name, fn in (record or {}).items():
+        row[name] = fn(model)
+    return row
+
+
+def _ordered(rows: list[dict], first=()) -> pd.DataFrame:
+    table = pd.DataFrame(rows)
+    known = [c for c in (*first, *COLUMNS) if c in table.columns]
+    return table[known + [c for c in table.columns if c not in known]]
+
+
+def compare(models: dict, split=None, *, train=None, validation=None, test=None,
+            fit_eval_set=True, history=(), record=None, ranking_k=None, protocols=("full",),
+            clip=False, sort_by=None) -> pd.DataFrame:
+    """Fit each model of ``models`` on the training part and score it: the one way mflib
+    compares models (notebooks, benchmarks and the command line use it).
+
+    Parameters
+    ----------
+    models : dict of name -> estimator
+        Fitted in place (they stay fitted in the dict, for plots).
+    split : Split, optional
+        Its train / validation / test parts; or give them as ``train=``, ``validation=``,
+        ``test=``.
+    fit_eval_set : bool, default True
+        Pass the validation part as ``eval_set`` so histories record ``val_rmse``.
+    history, record, ranking_k, protocols, clip :
+        Extra columns; see :func:`evaluate_fit`.
+    sort_by : str, optional
+        Sort the rows by this column (ascending).
+
+    Returns
+    -------
+    DataFrame indexed by model name, columns as in :data:`COLUMNS` (those that apply),
+    then the extra ones.
+    """
+    train, validation, test = _parts(split, train, validation, test)
     rows = []
     for name, model in models.items():
         t0 = time.perf_counter()
-        model.fit(split.train)
-        seconds = time.perf_counter() - t0
-        row = rating_metrics(model, target).to_dict()
-        row.update(fit_seconds=seconds, n_iter=model.n_iter_, stop_reason=model.stop_reason_)
-        rows.append(pd.Series(row, name=name))
-    return pd.DataFrame(rows)
+        model.fit(train, eval_set=validation if fit_eval_set else None)
+        rows.append({"model": name, **evaluate_fit(
+            model, validation=validation, test=test, fit_seconds=time.perf_counter() - t0,
+            history=history, record=record, ranking_k=ranking_k, protocols=protocols,
+            clip=clip)})
+    table = _ordered(rows, ("model",)).set_index("model")
+    return table.sort_values(sort_by) if sort_by else table
+
+
+def sweep(estimator, param_grid, split=None, *, train=None, validation=None, test=None,
+          warm_start=False, fit_eval_set=True, history=(), record=None, ranking_k=None,
+          protocols=("full",), clip=False, return_models=False):
+    """Fit ``estimator`` at every point of ``param_grid`` and tabulate the fits.
+
+    Parameters
+    ----------
+    estimator : FactorizationEstimator
+        Template; its other parameters are kept. Cloned per point, unless
+        ``warm_start``.
+    param_grid : dict or list of dicts
+        As :class:`sklearn.model_selection.ParameterGrid` takes it, e.g.
+        ``{"n_factors": [10, 50], "regularization": [0.05, 0.1]}``; points are fitted in
+        the grid's order.
+    split, train, validation, test :
+        As in :func:`compare`. Choose settings on ``validation``; ``test`` is only
+        reported.
+    warm_start : bool, default False
+        Refit one model through the grid, each fit starting from the previous one (the
+        estimator must have a ``warm_start`` parameter; e.g. a decreasing lambda path).
+    history, record, ranking_k, protocols, clip :
+        Extra columns; see :func:`evaluate_fit`.
+    return_models : bool, default False
+        Also return the fitted models, one per row (copies, with ``warm_start``).
+
+    Returns
+    -------
+    DataFrame with one row per grid point: the parameters, then the columns of
+    :data:`COLUMNS` that apply; with ``return_models``, ``(table, models)``.
+    """
+    grid = list(ParameterGrid(param_grid))
+    if not grid or grid == [{}]:
+        raise ValueError("param_grid is empty; give at least one parameter value, e.g. "
+                         "{'regularization': [0.1]}")
+    train, validation, test = _parts(split, train, validation, test)
+    if warm_start:
+        if "warm_start" not in estimator.get_params():
+            raise TypeError(f"{type(estimator).__name__} has no warm_start parameter; "
+                            "use warm_start=False")
+        model = clone(estimator).set_params(warm_start=True)
+    rows, models = [], []
+    for params in grid:
+        if not warm_start:
+            model = clone(estimator)
+        model.set_params(**params)
+        t0 = time.perf_counter()
+        model.fit(train, eval_set=validation if fit_eval_set else None)
+        rows.append({**params, **evaluate_fit(
+            model, validation=validation, test=test, fit_seconds=time.perf_counter() - t0,
+            history=history, record=record, ranking_k=ranking_k, protocols=protocols,
+            clip=clip)})
+        if return_models:
+            models.append(copy.deepcopy(model) if warm_start else model)
+    table = _ordered(rows, tuple(grid[0]))
+    return (table, models) if return_models else table
+
+
+def best_row(table: pd.DataFrame, metric: str = "val_rmse") -> pd.Series:
+    """The row of ``table`` with the lowest ``metric`` (ties: the first)."""
+    if metric not in table.columns:
+        raise KeyError(f"{metric!r} is not a column of the table; columns: {list(table.columns)}")
+    return table.loc[table[metric].idxmin()]
+
+
+def best_fit(table: pd.DataFrame, models: list, metric: str = "val_rmse"):
+    """``(row, model)`` of the lowest ``metric`` in a :func:`sweep` with ``return_models``."""
+    row = best_row(table, metric)
+    return row, models[table.index.get_loc(row.name)]
+
+
+def clone_models(models: dict) -> dict:
+    """Unfitted copies of a dict of estimators (same names, same parameters)."""
+    return {name: clone(model) for name, model in models.items()}
+
+
+def predictions(models: dict, X) -> pd.DataFrame:
+    """Each fitted model's predictions for the pairs of ``X`` (a RatingMatrix or raw
+    (n, 2) ids): one column per model, one row per pair."""
+    return pd.DataFrame({name: model.predict(X) for name, model in models.items()})
+
+
+def prediction_of(X):
+    """A ``record`` function: a fitted model's prediction for the single pair ``X``."""
+    def predict(model):
+        return float(model.predict(X)[0])
+    return predict
+
+
+def attribute(name: str):
+    """A ``record`` function: a fitted attribute of the model (NaN when it has none)."""
+    def read(model):
+        return getattr(model, name, np.nan)
+    read.__name__ = f"read_{name}"
+    return read
+
+
+def factors_digest(model) -> str:
+    """A short hash of a fitted model's factor and bias arrays: equal digests mean
+    bit-identical models (e.g. fits with different ``n_jobs``)."""
+    h = hashlib.sha256()
+    for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_"):
+        value = getattr(model, name, None)
+        if value is not None:
+            h.update(np.ascontiguousarray(value).tobytes())
+    return h.hexdigest()[:12]
+
+
+def history_value(key: str):
+    """A ``record`` function: the last recorded value of history column ``key``."""
+    def last(model):
+        h = model.history_
+        return h[len(h) - 1].get(key, np.nan) if len(h) else np.nan
+    last.__name__ = f"last_{key}"
+    return last
 
 
 def notebook_paths(notebooks_dir="notebooks", select=None) -> list[Path]:
@@ -124,3 +378,38 @@ def _to_html(path: Path) -> Path:
     out = path.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
     return out
+
+
+#: the marker of a notebook cell whose output nbval compares (``make test``)
+CHECKED_MARKER = "# NBVAL_CHECK_OUTPUT"
+
+
+def store_checked_outputs(notebook, *, timeout=600) -> int:
+    """Execute ``notebook`` (an ``.ipynb``, as nbval runs it: its own parameters) and store
+    the text output of its ``# NBVAL_CHECK_OUTPUT`` cells in the file; every other cell
+    stays without outputs. Returns the number of cells stored.
+
+    Run it (``make checked-outputs``) after a change that is meant to change a notebook's
+    summary; ``make test`` then fails whenever the summary changes unintentionally.
+    """
+    import nbformat  # noqa: PLC0415  (the notebooks extra)
+    from nbclient import NotebookClient  # noqa: PLC0415
+
+    path = Path(notebook)
+    committed = nbformat.read(path, as_version=4)
+    executed = nbformat.read(path, as_version=4)
+    NotebookClient(executed, timeout=timeout, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    stored = 0
+    for mine, ran in zip(committed.cells, executed.cells, strict=True):
+        if mine.cell_type != "code":
+            continue
+        mine.execution_count = None
+        mine.outputs = []
+        if mine.source.lstrip().startswith(CHECKED_MARKER):
+            mine.outputs = [o for o in ran.outputs
+                            if o.output_type == "stream" and o.name == "stdout"]
+            mine.execution_count = 1  # nbval compares only cells that ran
+            stored += 1
+    nbformat.write(committed, path)
+    return stored

@@ -101,6 +101,7 @@ def run_loop(
     max_iter: int,
     tol: float = 0.0,
     monitor: str = "objective",
+    monitor_change: bool = False,
     evaluate: Callable[[object, frozenset], dict] | None = None,
     callbacks: Iterable[Callable] = (),
     model=None,
@@ -119,7 +120,12 @@ def run_loop(
         Upper bound on iterations (stop reason ``"max_iter"``).
     tol : float
         Stop with ``"converged"`` when the relative change of ``metrics[monitor]``
-        between iterations falls below ``tol`` (0 disables the test).
+        between iterations falls below ``tol`` (0 disables the test). A step may return
+        ``{"check_tolerance": False}`` to exempt its iteration from the test (e.g. one
+        whose change says nothing about convergence).
+    monitor_change : bool
+        ``metrics[monitor]`` is itself a change (e.g. the relative change of the
+        factors): the fit converges when it falls below ``tol``.
     evaluate : callable, optional
         ``evaluate(state, reported) -> dict`` of extra metrics (train/validation RMSE),
         timed apart from the solver so ``time`` measures the solver only; ``reported`` holds
@@ -152,6 +158,7 @@ def run_loop(
                 break
             solver_time += time.perf_counter() - t0
             converged = bool(metrics.pop("converged", False))
+            check_tolerance = bool(metrics.pop("check_tolerance", True))
             if evaluate is not None:
                 for key, value in evaluate(state, frozenset(metrics)).items():
                     metrics.setdefault(key, value)
@@ -190,8 +197,10 @@ def run_loop(
                 stop_reason = "converged"
                 break
             value = metrics.get(monitor)
-            if tol > 0 and previous is not None and value is not None:
-                if _relative_change(previous, float(value)) < tol:
+            if tol > 0 and check_tolerance and value is not None:
+                change = float(value) if monitor_change else (
+                    None if previous is None else _relative_change(previous, float(value)))
+                if change is not None and change < tol:
                     stop_reason = "converged"
                     break
             if value is not None:

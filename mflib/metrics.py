@@ -138,11 +138,9 @@ def ranking_metrics(model, test, *, k: int = 10, threshold: float | None = 4.0,
     protocol : {"full", "test_items"}
         See the module docstring. Only users with at least one relevant test item count.
     """
-    from .base import _mapped_pairs  # noqa: PLC0415  (base imports metrics)
-
     check_positive_int(k, "k")
     check_choice(protocol, "protocol", PROTOCOLS)
-    users, items = _mapped_pairs(model, test)
+    users, items = model.map_pairs(test)
     relevant = np.ones(len(users), bool) if threshold is None else test.ratings >= threshold
     if protocol == "full":
         keep = relevant & (items >= 0)  # an item unknown to the model cannot be recommended
@@ -155,9 +153,9 @@ def ranking_metrics(model, test, *, k: int = 10, threshold: float | None = 4.0,
         recs = []
         for s in range(0, len(uniq), batch_size):
             ub = model_users[s : s + batch_size]
-            scores = model._score_items(ub.copy())
+            scores = model.score_items(ub)
             known = ub >= 0
-            seen = model._seen[ub[known]]
+            seen = model.seen_items(ub[known])
             r, c = seen.nonzero()
             scores[np.flatnonzero(known)[r], c] = -np.inf
             recs.append(top_k(scores, k))

@@ -75,24 +75,50 @@ def plot_activity(rm, axes=None):
     return axes
 
 
+def plot_genres(rm, ax=None):
+    """Horizontal bars: movies per genre (from ``item_info["genres"]``, "A|B|C")."""
+    if rm.item_info is None or "genres" not in rm.item_info:
+        raise ValueError(f"{rm.name} has no item genres (item_info['genres'])")
+    ax = ax or plt.subplots(figsize=(5, 4))[1]
+    counts = rm.item_info["genres"].str.get_dummies(sep="|").sum().sort_values()
+    counts.plot.barh(ax=ax, title=f"{rm.name}: movies per genre")
+    ax.set_xlabel("movies")
+    return ax
+
+
+def plot_path(points, ax=None, *, title=None):
+    """An optimisation path on the Grassmann manifold in the plane of its first two
+    principal components (:func:`mflib.solvers.riemannian.trajectory_pca`)."""
+    from .solvers.riemannian.paths import trajectory_pca  # noqa: PLC0415
+
+    coords = trajectory_pca(points)
+    ax = ax or plt.subplots(figsize=(4.5, 3.6))[1]
+    ax.plot(coords[:, 0], coords[:, 1], marker=".")
+    ax.annotate("start", coords[0])
+    ax.annotate("end", coords[-1])
+    ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
+    return ax
+
+
 def plot_lambda_path(path, axes=None, *, title=None):
     """RMSE (train and validation) and rank against ``lambda`` on a log axis.
 
-    ``path`` is the DataFrame of :func:`mflib.soft_impute_path`; the selected ``lambda``
-    is marked by a dashed line.
+    ``path`` is the DataFrame of :func:`mflib.soft_impute_path` (``lambda`` is its
+    ``regularization`` column); the selected ``lambda`` is marked by a dashed line.
     """
     if axes is None:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    lam = path["regularization"]
     for column in ("train_rmse", "val_rmse"):
-        axes[0].plot(path["lambda"], path[column], marker=".", label=column)
-    axes[1].plot(path["lambda"], path["rank"], marker=".", color="tab:green")
+        axes[0].plot(lam, path[column], marker=".", label=column)
+    axes[1].plot(lam, path["rank"], marker=".", color="tab:green")
     for ax, label in zip(axes, ("RMSE", "rank"), strict=True):
         ax.set_xscale("log")
         ax.set_xlabel("lambda")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3, which="both")
         if "selected" in path and path["selected"].any():
-            ax.axvline(path.loc[path["selected"], "lambda"].iloc[0], ls="--", color="gray")
+            ax.axvline(lam[path["selected"]].iloc[0], ls="--", color="gray")
     axes[0].legend(fontsize="small")
     if title:
         axes[0].figure.suptitle(title)

@@ -14,6 +14,8 @@
 #     name: python3
 # ---
 
+# %%
+
 # %% [markdown]
 # # 00 · Data: what we factorise
 #
@@ -29,8 +31,10 @@ dataset = "ml-100k"
 course_dataset = "netflix"
 test_size = 0.2
 val_size = 0.1
-temporal_fractions = [0.7, 0.15, 0.15]
+temporal_test_size = 0.15
+temporal_val_size = 0.15
 cold_item_fraction = 0.1
+n_folds = 5
 random_state = 0
 
 # %%
@@ -42,8 +46,9 @@ from mflib.data import (
     load_dataset,
     load_predefined_split,
     make_split,
+    summarize_splits,
 )
-from mflib.plots import plot_activity, plot_rating_histogram
+from mflib.plots import plot_activity, plot_genres, plot_rating_histogram
 
 # %% [markdown]
 # ## The registry
@@ -76,16 +81,17 @@ plot_activity(ratings)
 plt.show()
 
 # %%
-if ratings.item_info is not None and "genres" in ratings.item_info:
-    genres = ratings.item_info["genres"].str.get_dummies(sep="|").sum().sort_values()
-    genres.plot.barh(figsize=(5, 4), title=f"{dataset}: movies per genre")
-    plt.show()
+plot_genres(ratings)
+plt.show()
 
 # %% [markdown]
 # ## Splits
-# All splits share the parent's id maps. `unseen_*` counts validation/test pairs whose
-# user or item has no training rating: they are kept, and every estimator predicts them
-# by its documented fallback.
+# All splits share the parent's id maps and take the same size arguments (`test_size`,
+# `val_size`). `unseen_*` counts validation/test pairs whose user or item has no
+# training rating: they are kept, and every estimator predicts them by its documented
+# fallback. The temporal split keeps each user's oldest ratings for training: the first
+# ⌊0.7·n⌋ train, up to ⌊0.85·n⌋ validate, the rest test (the content study's rule).
+# A k-fold split is one fold of `n_folds`, chosen by `fold`.
 
 # %%
 splits = {
@@ -93,12 +99,15 @@ splits = {
                          random_state=random_state),
     "user": make_split(ratings, "user", test_size=test_size, val_size=val_size,
                        random_state=random_state),
-    "temporal": make_split(ratings, "temporal", fractions=tuple(temporal_fractions)),
-    "cold_start": make_split(ratings, "cold_start", item_fraction=cold_item_fraction,
+    "temporal": make_split(ratings, "temporal", test_size=temporal_test_size,
+                           val_size=temporal_val_size),
+    "cold_start": make_split(ratings, "cold_start", test_size=cold_item_fraction,
                              val_size=val_size, random_state=random_state),
+    "kfold (fold 1)": make_split(ratings, "kfold", n_splits=n_folds, fold=0,
+                                 random_state=random_state),
     "course": load_predefined_split(course_dataset, "course"),
 }
-split_table = pd.concat({name: s.summary() for name, s in splits.items()})
+split_table = summarize_splits(splits)
 split_table
 
 # %% [markdown]
@@ -106,5 +115,6 @@ split_table
 # its test pairs involve a user or a movie that training never saw.
 
 # %%
-print(splits["course"])
+# NBVAL_CHECK_OUTPUT
 print(summary.loc[["users", "items", "ratings"]].to_string())
+print(split_table[["ratings", "users", "items", "unseen_pairs"]].to_string())

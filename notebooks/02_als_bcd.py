@@ -14,6 +14,8 @@
 #     name: python3
 # ---
 
+# %%
+
 # %% [markdown]
 # # 02 · Alternating methods: ALS, biased BCD, Lasso-MF, parallel ALS
 #
@@ -27,11 +29,13 @@
 # * **Biased BCD** ($\hat r_{ui} = \mu_u + \rho_i + p_u^\top q_i$): exact updates of
 #   $\mu$, $\rho$ (means of residuals), then $P$ and $Q$ (ridge), in turn.
 # * **Lasso-MF**: $L_1$-penalised factors; each row is a Lasso problem, solved for all rows
-#   at once by coordinate descent with soft-thresholding. We use the per-row convention
-#   of the course code (one `Lasso(alpha=λ)` per row: row $u$ solves
-#   $\frac{1}{2n_u}\|r_u - Q_{J}p\|^2 + \lambda\|p\|_1$). Under the SPEC's global formula
-#   $\frac{1}{|\Omega|}\sum(\cdot)^2 + \lambda\sum\|p_u\|_1$ the same λ puts a threshold of
-#   $\lambda|\Omega|/2$ on every coordinate and all factors become zero (shown below).
+#   at once by coordinate descent with soft-thresholding. The course code fits one
+#   scikit-learn `Lasso(alpha=λ)` per row (row $u$ solves
+#   $\frac{1}{2n_u}\|r_u - Q_{J}p\|^2 + \lambda\|p\|_1$): `regularization_scale="sklearn"`
+#   reproduces it. Under the SPEC's global formula
+#   $\frac{1}{|\Omega|}\sum(\cdot)^2 + \lambda\sum\|p_u\|_1$ (`"course"`) the same λ puts a
+#   threshold of $\lambda|\Omega|/2$ on every coordinate and all factors become zero
+#   (shown below).
 #
 # Part 1 reproduces the course settings on the Netflix subset (RMSE and the prediction
 # for test record 8560); part 2 fits biased ALS on MovieLens with a small
@@ -41,13 +45,16 @@
 course_dataset = "netflix"
 course_split = "course"
 test_record = 8560
-lasso_settings = [[0.1, 3], [0.3, 5]]
+lasso_regularization = 0.1
+lasso_n_factors = 3
+lasso_sparse_regularization = 0.3
+lasso_sparse_n_factors = 5
 bcd_regularization = 0.1
 bcd_n_factors = 3
 als_course_regularization = 0.0001
 als_course_n_factors = 5
 max_iter = 20
-n_jobs_values = [1, 2]
+n_jobs_values = [1, -1]
 movielens_dataset = "ml-100k"
 split_method = "random"
 test_size = 0.2
@@ -60,12 +67,10 @@ als_regularizations = [0.05, 0.08, 0.12, 0.2]
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 
 from mflib import ALS, BiasedBCD, LassoMF, load_dataset, load_predefined_split, make_split
-from mflib.experiment import compare_models
+from mflib.experiment import attribute, best_fit, compare, factors_digest, prediction_of, sweep
 from mflib.plots import plot_history
-from mflib.solvers.als import regularization_sweep, thread_timing
 
 # %% [markdown]
 # ## Part 1 · The course settings on the Netflix subset
@@ -76,27 +81,29 @@ record = course.test.take([test_record])
 course.train, course.test, record.to_frame()
 
 # %%
-common = dict(max_iter=max_iter, random_state=random_state, verbose=0)
+common = dict(max_iter=max_iter, random_state=random_state)
 course_models = {
-    f"LassoMF λ={lam:g} K={k}": LassoMF(regularization=lam, n_factors=k, **common)
-    for lam, k in lasso_settings
+    f"LassoMF λ={lasso_regularization:g} K={lasso_n_factors}": LassoMF(
+        regularization=lasso_regularization, n_factors=lasso_n_factors,
+        regularization_scale="sklearn", **common),
+    f"LassoMF λ={lasso_sparse_regularization:g} K={lasso_sparse_n_factors}": LassoMF(
+        regularization=lasso_sparse_regularization, n_factors=lasso_sparse_n_factors,
+        regularization_scale="sklearn", **common),
+    f"LassoMF λ={lasso_regularization:g} K={lasso_n_factors} (SPEC formula)": LassoMF(
+        regularization=lasso_regularization, n_factors=lasso_n_factors,
+        regularization_scale="course", **common),
+    f"BiasedBCD λ={bcd_regularization:g} K={bcd_n_factors}": BiasedBCD(
+        regularization=bcd_regularization, n_factors=bcd_n_factors, **common),
+    f"ALS λ={als_course_regularization:g} K={als_course_n_factors}": ALS(
+        regularization=als_course_regularization, n_factors=als_course_n_factors,
+        regularization_scale="course", use_bias=False, **common),
 }
-course_models[f"LassoMF λ={lasso_settings[0][0]:g} K={lasso_settings[0][1]} (SPEC formula)"] = (
-    LassoMF(regularization=lasso_settings[0][0], n_factors=lasso_settings[0][1],
-            regularization_scale="course", **common))
-course_models[f"BiasedBCD λ={bcd_regularization:g} K={bcd_n_factors}"] = BiasedBCD(
-    regularization=bcd_regularization, n_factors=bcd_n_factors, **common)
-course_models[f"ALS λ={als_course_regularization:g} K={als_course_n_factors}"] = ALS(
-    regularization=als_course_regularization, n_factors=als_course_n_factors,
-    regularization_scale="course", use_bias=False, **common)
-course_table = compare_models(course_models, course)
-course_table[f"prediction_record_{test_record}"] = [
-    m.predict(record)[0] for m in course_models.values()]
-course_table["zero_fraction_P"] = [getattr(m, "user_zero_fraction_", None)
-                                   for m in course_models.values()]
-course_table["zero_fraction_Q"] = [getattr(m, "item_zero_fraction_", None)
-                                   for m in course_models.values()]
-course_table.round(4)
+course_table = compare(course_models, course, fit_eval_set=False, record={
+    f"prediction_record_{test_record}": prediction_of(record),
+    "zero_fraction_P": attribute("user_zero_fraction_"),
+    "zero_fraction_Q": attribute("item_zero_fraction_"),
+})
+course_table
 
 # %% [markdown]
 # The objective of each exact block method against its iterations (log scale): it never
@@ -109,14 +116,17 @@ plt.show()
 # %% [markdown]
 # ### Parallel ALS
 # Each row's ridge problem is independent, so running the rows on more threads changes
-# the time per iteration but not one bit of the factors. (At 51k ratings and rank 5 an
-# iteration takes milliseconds and thread start-up can outweigh the gain; the speed-up
-# on large data is measured by `python -m benchmarks.bench_als`.)
+# the time per iteration but not one bit of the factors: the digest of the factor arrays
+# is the same for every `n_jobs`. (At 51k ratings and rank 5 an iteration takes
+# milliseconds and thread start-up can outweigh the gain; the speed-up on large data is
+# measured by `python -m benchmarks.bench_als`.)
 
 # %%
-als_course = next(m for name, m in course_models.items() if name.startswith("ALS"))
-timing = thread_timing(als_course, course.train, course.test, n_jobs_values)
-timing.round(4)
+als_course = ALS(regularization=als_course_regularization, n_factors=als_course_n_factors,
+                 regularization_scale="course", use_bias=False, **common)
+timing = sweep(als_course, {"n_jobs": n_jobs_values}, course, fit_eval_set=False,
+               record={"factors_digest": factors_digest})
+timing[["n_jobs", "seconds_per_iteration", "test_rmse", "factors_digest"]]
 
 # %% [markdown]
 # ## Part 2 · Biased ALS on MovieLens
@@ -132,28 +142,24 @@ split.summary()
 # %%
 biased_als = ALS(n_factors=als_n_factors, regularization_scale=als_regularization_scale,
                  bias_regularization=als_bias_regularization, **common)
-sweep = regularization_sweep(biased_als, als_regularizations, split.train, split.validation,
-                             split.test)
-sweep.round(4)
+als_sweep, als_models = sweep(biased_als, {"regularization": als_regularizations}, split,
+                              return_models=True)
+als_sweep
 
 # %%
-best_regularization = float(sweep.loc[sweep["val_rmse"].idxmin(), "regularization"])
-best = biased_als.set_params(regularization=best_regularization).fit(
-    split.train, eval_set=split.validation)
-plot_history({f"ALS λ={best_regularization:g}": best}, ("objective", "train_rmse", "val_rmse"))
+best, best_model = best_fit(als_sweep, als_models)
+plot_history({f"ALS λ={best['regularization']:g}": best_model},
+             ("objective", "train_rmse", "val_rmse"))
 plt.show()
 
 # %% [markdown]
 # ## Summary
-# Test RMSE of every model (the course models on the Netflix test set, biased ALS on the
-# MovieLens test split at the validation-chosen λ) and, for the course models, the
-# prediction for the chosen test record.
+# Test RMSE of every course model on the Netflix test set with its prediction for the
+# chosen test record, and biased ALS on the MovieLens test split at the
+# validation-chosen λ.
 
 # %%
-biased_row = pd.DataFrame(
-    {"rmse": [float(sweep.loc[sweep["val_rmse"].idxmin(), "test_rmse"])],
-     "n_iter": [best.n_iter_]},
-    index=[f"biased ALS λ={best_regularization:g} K={als_n_factors} ({movielens_dataset})"])
-summary = pd.concat([course_table[["rmse", f"prediction_record_{test_record}", "n_iter"]],
-                     biased_row]).rename(columns={"rmse": "test_rmse"})
-summary.round(4)
+# NBVAL_CHECK_OUTPUT
+print(course_table[["test_rmse", f"prediction_record_{test_record}"]].round(3).to_string())
+print(f"biased ALS on {movielens_dataset}: λ={best['regularization']:g}, "
+      f"validation RMSE {best['val_rmse']:.3f}, test RMSE {best['test_rmse']:.3f}")

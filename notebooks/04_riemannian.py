@@ -14,14 +14,16 @@
 #     name: python3
 # ---
 
+# %%
+
 # %% [markdown]
 # # 04 · Riemannian optimisation on the Grassmann manifold
 #
 # Matrix completion by **variable projection**: centre the ratings by the bias
 # baseline, then for an orthonormal item basis $U$ (items × k) eliminate the user
-# factors in closed form, $w_u = (U_{I_u}^\top U_{I_u} + \lambda^2 I)^{-1} U_{I_u}^\top \tilde r_u$.
+# factors in closed form, $w_u = (U_{I_u}^\top U_{I_u} + \lambda I)^{-1} U_{I_u}^\top \tilde r_u$.
 # What remains,
-# $f(U) = \frac{1}{2N}\sum_u \big(\|\tilde r_u - U_{I_u} w_u\|^2 + \lambda^2\|w_u\|^2\big)$,
+# $f(U) = \frac{1}{2N}\sum_u \big(\|\tilde r_u - U_{I_u} w_u\|^2 + \lambda\|w_u\|^2\big)$,
 # depends only on the subspace spanned by $U$ — a function on the Grassmann manifold
 # $\mathrm{Gr}(n_\text{items}, k)$. Its Euclidean gradient is $-\frac1N E^\top W$
 # (envelope theorem, $E$ the sparse residuals) and the Riemannian gradient is
@@ -41,7 +43,7 @@ test_size = 0.2
 val_size = 0.1
 random_state = 0
 n_factors = 10
-regularization = 0.7
+regularization = 0.49
 bias_regularization = 5.0
 max_iter = 30
 epochs = 6
@@ -53,9 +55,9 @@ als_regularization = 10.0
 retraction_calls = 20
 
 # %%
-import matplotlib.pyplot as plt
 
 from mflib import (
+    ALS,
     DANE,
     RAGD,
     RGD,
@@ -67,16 +69,9 @@ from mflib import (
     load_dataset,
     make_split,
 )
-from mflib.plots import plot_history
-from mflib.solvers.als import ALS
-from mflib.solvers.riemannian import (
-    Grassmann,
-    PathRecorder,
-    fit_models,
-    summary_table,
-    time_retractions,
-    trajectory_pca,
-)
+from mflib.experiment import compare, history_value, sweep
+from mflib.plots import plot_history, plot_path
+from mflib.solvers.riemannian import Grassmann, PathRecorder, time_retractions
 from mflib.validation import check_random_state
 
 # %% [markdown]
@@ -100,26 +95,37 @@ split.summary()
 
 # %%
 common = dict(n_factors=n_factors, regularization=regularization,
-              bias_regularization=bias_regularization, random_state=random_state, verbose=0)
+              bias_regularization=bias_regularization, random_state=random_state)
 stochastic = dict(common, max_iter=epochs, batch_size=batch_size, sampling=sampling)
 catalyst = dict(stochastic, max_iter=epochs // 2, kappa=catalyst_kappa, kappa_cvx=catalyst_kappa)
 path = PathRecorder()
-models = {
+deterministic = {
     "RGD": RGD(max_iter=max_iter, callbacks=[path], **common),
     "RAGD": RAGD(max_iter=max_iter, **common),
+}
+variance_reduced = {
     "R-SVRG": RSVRG(**stochastic),
     "R-SARAH": RSARAH(**stochastic),
     "R-SPIDER": RSPIDER(**stochastic),
+}
+manifold_models = {
+    **deterministic,
+    **variance_reduced,
     "Catalyst(SVRG)": Catalyst(inner_solver="svrg", **catalyst),
     "Catalyst(SARAH)": Catalyst(inner_solver="sarah", **catalyst),
     "Catalyst(SPIDER)": Catalyst(inner_solver="spider", **catalyst),
     f"DANE({n_workers} workers)": DANE(n_workers=n_workers, local_steps=3,
                                        max_iter=max_iter // 3, **common),
+}
+models = {
+    **manifold_models,
     "Euclidean GD": EuclideanGD(max_iter=3 * max_iter, **common),
     "ALS (reference)": ALS(n_factors=n_factors, regularization=als_regularization,
-                           random_state=random_state, verbose=0),
+                           random_state=random_state),
 }
-_ = fit_models(models, split)
+summary = compare(models, split, history=("grad_norm",), sort_by="best_val_rmse",
+                  record={"user_gradients": history_value("user_gradients")})
+summary
 
 # %% [markdown]
 # ## Convergence against iterations and against solver seconds
@@ -127,8 +133,6 @@ _ = fit_models(models, split)
 # free), so only their validation RMSE is comparable with the manifold methods.
 
 # %%
-manifold_models = {k: m for k, m in models.items() if k not in ("Euclidean GD",
-                                                                 "ALS (reference)")}
 _ = plot_history(manifold_models, metrics=("objective", "grad_norm"), logy=("grad_norm",))
 
 # %%
@@ -140,8 +144,8 @@ _ = plot_history(manifold_models, metrics=("objective", "grad_norm"), x="time",
 # snapshots and line-search trials included).
 
 # %%
-counted = {k: manifold_models[k] for k in ("RGD", "RAGD", "R-SVRG", "R-SARAH", "R-SPIDER")}
-axes = plot_history(counted, metrics=("objective",), x="user_gradients")
+axes = plot_history({**deterministic, **variance_reduced}, metrics=("objective",),
+                    x="user_gradients")
 _ = axes[0].set_xlabel("user-gradients")
 
 # %%
@@ -157,12 +161,12 @@ _ = plot_history(models, metrics=("val_rmse",), x="time")
 # %%
 manifold = Grassmann(split.train.n_items, n_factors)
 timing = time_retractions(manifold, check_random_state(random_state), retraction_calls)
-by_retraction = {r: RGD(max_iter=max_iter, retraction=r, **common)
-                 for r in ("qr", "polar", "cayley")}
-fit_models(by_retraction, split)
-timing["final_objective"] = [by_retraction[r].history_["objective"][-1]
-                             if r in by_retraction else float("nan") for r in timing["map"]]
 timing
+
+# %%
+by_retraction = sweep(RGD(max_iter=max_iter, **common), {"retraction": ["qr", "polar", "cayley"]},
+                      split)
+by_retraction[["retraction", "objective", "val_rmse", "solver_seconds"]]
 
 # %% [markdown]
 # ## The optimisation path of RGD, in the plane of its two principal components
@@ -170,16 +174,11 @@ timing
 # subspaces, not their arbitrary bases.
 
 # %%
-coords = trajectory_pca(path.points)
-fig, ax = plt.subplots(figsize=(4.5, 3.6))
-ax.plot(coords[:, 0], coords[:, 1], marker=".")
-ax.annotate("start", coords[0])
-ax.annotate("end", coords[-1])
-_ = ax.set(xlabel="PC 1", ylabel="PC 2", title="RGD path on Gr(n, k)")
+_ = plot_path(path.points, title="RGD path on Gr(n, k)")
 
 # %% [markdown]
 # ## Summary, sorted by best validation RMSE
 
 # %%
-summary = summary_table(models)
-summary
+# NBVAL_CHECK_OUTPUT
+print(summary[["best_val_rmse", "val_rmse"]].round(3).to_string())

@@ -14,6 +14,8 @@
 #     name: python3
 # ---
 
+# %%
+
 # %% [markdown]
 # # 05 · SoftImpute: convex matrix completion
 #
@@ -49,8 +51,6 @@ bias_regularization = 10.0
 acceleration = "nesterov"
 
 # %%
-import pandas as pd
-
 from mflib import (
     ALS,
     BiasBaseline,
@@ -60,7 +60,7 @@ from mflib import (
     make_split,
     soft_impute_path,
 )
-from mflib.experiment import compare_models
+from mflib.experiment import attribute, best_row, compare
 from mflib.plots import plot_history, plot_lambda_path
 from mflib.solvers.soft_impute import lambda_max
 
@@ -83,7 +83,7 @@ split.summary()
 # %%
 template = SoftImpute(max_rank=max_rank, max_iter=max_iter, tol=tol,
                       acceleration=acceleration, bias_regularization=bias_regularization,
-                      random_state=random_state, verbose=0)
+                      random_state=random_state)
 top = lambda_max(split.train, "biases", bias_regularization)
 path, best = soft_impute_path(split.train, split.validation, estimator=template,
                               n_lambdas=n_lambdas, lambda_min_ratio=lambda_min_ratio)
@@ -94,13 +94,13 @@ path
 axes = plot_lambda_path(path, title=f"{dataset}: SoftImpute λ path (validation picks λ)")
 
 # %%
-chosen = path[path["selected"]].iloc[0]
-selected_lambda, selected_rank = chosen["lambda"], int(chosen["rank"])
+chosen = best_row(path)
+selected_lambda, selected_rank = chosen["regularization"], int(chosen["rank"])
 print(f"selected lambda = {selected_lambda:.4g} (rank {selected_rank}, "
       f"validation RMSE {chosen['val_rmse']:.4f})")
 
 # %% [markdown]
-# ## Convergence at the selected λ, from a cold start
+# ## Convergence at the selected λ, from a cold start, and the test split
 # SoftImpute's objective never rises (each step minimises a majoriser exactly over a
 # subspace that contains the current $Z$). Plain SoftImpute is a proximal gradient
 # method with step 1: on sparse data it contracts by roughly $1 - $ (fraction observed)
@@ -108,68 +108,47 @@ print(f"selected lambda = {selected_lambda:.4g} (rank {selected_rank}, "
 # $Y = Z_k + \theta_k (Z_k - Z_{k-1})$ (FISTA weights; still sparse plus low rank), and a
 # step that would raise the objective is replaced by the plain one (a restart), so the
 # objective still never rises. softImpute-ALS works at a fixed rank bound; we give it the
-# selected rank plus a margin. The history also records the rank and the validation RMSE
-# per iteration.
-
-# %%
-cold = {
-    "SoftImpute": SoftImpute(selected_lambda, max_rank=max_rank, max_iter=max_iter, tol=tol,
-                             acceleration=acceleration,
-                             bias_regularization=bias_regularization,
-                             random_state=random_state, verbose=0),
-    "SoftImpute (no acceleration)": SoftImpute(selected_lambda, max_rank=max_rank,
-                                               max_iter=max_iter, tol=tol, acceleration=None,
-                                               bias_regularization=bias_regularization,
-                                               random_state=random_state, verbose=0),
-    "SoftImputeALS": SoftImputeALS(selected_lambda, n_factors=min(selected_rank + 5, max_rank),
-                                   max_iter=max_iter, tol=tol,
-                                   bias_regularization=bias_regularization,
-                                   random_state=random_state, verbose=0),
-}
-for model in cold.values():
-    model.fit(split.train, eval_set=split.validation)
-
-# %%
-axes = plot_history(cold, metrics=("objective", "rank", "val_rmse"), logy=("objective",),
-                    title="against iterations")
-axes = plot_history(cold, metrics=("objective", "val_rmse"), x="time", logy=("objective",),
-                    title="against solver seconds")
-
-# %%
-pd.DataFrame({name: {"objective": m.objective_, "rank": m.rank_, "iterations": m.n_iter_,
-                     "seconds": m.history_["time"][-1], "stop": m.stop_reason_}
-              for name, m in cold.items()}).T
-
-# %% [markdown]
-# ## Comparison on the test split
+# selected rank plus a margin.
+#
 # ALS at the selected rank minimises the same penalised squared error in factored form,
 # $\sum (r - \mu - b_u - c_i - p_u \cdot q_i)^2 + \lambda(\|P\|^2 + \|Q\|^2)$ (with biases
 # fitted jointly), which is what the nuclear norm becomes at a fixed rank.
 
 # %%
+completion = {
+    "SoftImpute": SoftImpute(selected_lambda, max_rank=max_rank, max_iter=max_iter, tol=tol,
+                             acceleration=acceleration,
+                             bias_regularization=bias_regularization,
+                             random_state=random_state),
+    "SoftImpute (no acceleration)": SoftImpute(selected_lambda, max_rank=max_rank,
+                                               max_iter=max_iter, tol=tol, acceleration=None,
+                                               bias_regularization=bias_regularization,
+                                               random_state=random_state),
+    "SoftImputeALS": SoftImputeALS(selected_lambda, n_factors=min(selected_rank + 5, max_rank),
+                                   max_iter=max_iter, tol=tol,
+                                   bias_regularization=bias_regularization,
+                                   random_state=random_state),
+}
 models = {
     "bias baseline": BiasBaseline(regularization=bias_regularization),
-    f"SoftImpute (λ={selected_lambda:.3g})": cold["SoftImpute"],
-    "SoftImputeALS": cold["SoftImputeALS"],
+    **completion,
     f"ALS (rank {selected_rank}, same λ)": ALS(n_factors=max(selected_rank, 1),
                                              regularization=selected_lambda,
-                                             max_iter=als_max_iter,
-                                             random_state=random_state, verbose=0),
+                                             max_iter=als_max_iter, random_state=random_state),
 }
-comparison = compare_models(models, split, eval_on="test")
+comparison = compare(models, split, record={"rank": attribute("rank_")})
 comparison
+
+# %%
+axes = plot_history(completion, metrics=("objective", "rank", "val_rmse"),
+                    logy=("objective",), title="against iterations")
+axes = plot_history(completion, metrics=("objective", "val_rmse"), x="time",
+                    logy=("objective",), title="against solver seconds")
 
 # %% [markdown]
 # ## Summary
 
 # %%
-summary = pd.DataFrame({
-    "lambda_max": [top],
-    "selected_lambda": [selected_lambda],
-    "selected_rank": [selected_rank],
-    "val_rmse": [chosen["val_rmse"]],
-    "test_rmse_softimpute": [comparison.iloc[1]["rmse"]],
-    "test_rmse_als": [comparison.iloc[3]["rmse"]],
-    "test_rmse_baseline": [comparison.iloc[0]["rmse"]],
-})
-summary
+# NBVAL_CHECK_OUTPUT
+print(f"lambda_max {top:.3f}, selected lambda {selected_lambda:.3f}, rank {selected_rank}")
+print(comparison[["val_rmse", "test_rmse"]].round(3).to_string())

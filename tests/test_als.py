@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from mflib import make_low_rank
-from mflib.kernels.threads import numba_threads
+from mflib.execution import numba_threads
 from mflib.solvers.als import ALS
 
 SCALES = ["sum", "weighted", "course"]
@@ -249,34 +249,3 @@ def test_large_rank_half_steps_are_exact_on_ml100k(ml100k_u1):
                                    atol=1e-9)
     np.testing.assert_allclose(solved[:, 0], m.item_bias_, atol=1e-8)
     np.testing.assert_allclose(solved[:, 1:], m.item_factors_, atol=1e-8)
-
-
-def test_validation_grid_rows_match_separate_fits(small_low_rank):
-    from mflib import make_split
-    from mflib.metrics import rmse
-    from mflib.solvers.als import validation_grid
-
-    inner = make_split(small_low_rank[0], "random", test_size=0.2, random_state=0)
-    template = ALS(n_factors=3, max_iter=8, tol=0.0, random_state=0, verbose=0)
-    grid = validation_grid(template, {"regularization": [0.05, 5.0], "n_factors": [2, 3]},
-                           inner.train, inner.test)
-    assert len(grid) == 4
-    for row in grid.itertuples():
-        model = ALS(n_factors=row.n_factors, regularization=row.regularization, max_iter=8,
-                    tol=0.0, random_state=0, verbose=0).fit(inner.train, eval_set=inner.test)
-        curve = model.history_["val_rmse"]
-        assert row.val_rmse == pytest.approx(
-            rmse(inner.test.ratings, model.predict(inner.test, clip=True)))
-        assert row.best_epoch == np.argmin(curve) + 1
-        assert row.best_epoch_val_rmse == pytest.approx(curve.min())
-        assert row.n_iter == 8
-    # heavy regularisation shrinks the factors to nothing: worse than a light one here
-    by_reg = grid[grid.n_factors == 3].set_index("regularization")["val_rmse"]
-    assert by_reg[0.05] < by_reg[5.0]
-
-
-def test_validation_grid_refuses_an_empty_grid(small_low_rank):
-    from mflib.solvers.als import validation_grid
-
-    with pytest.raises(ValueError, match="param_grid is empty"):
-        validation_grid(ALS(verbose=0), [], small_low_rank[0], small_low_rank[0])

@@ -63,3 +63,19 @@ def test_baseline_rmse_on_netflix_course_split(netflix_split):
     assert scores["BiasBaseline"] < scores["UserItemMean"] < scores["UserMean"]
     assert scores["UserMean"] < scores["GlobalMean"]
     assert 1.0 < scores["GlobalMean"] < 1.2
+
+
+def test_user_item_mean_course_rule_fills_missing_means_with_the_global_mean():
+    from mflib import UserItemMean
+
+    X = np.array([[1, 10], [1, 11], [2, 10]])
+    y = np.array([4.0, 2.0, 5.0])
+    mu = y.mean()
+    course = UserItemMean(unknown="course").fit(X, y)
+    damped = UserItemMean().fit(X, y)
+    # user 3 unseen: (mu + item mean) / 2; item 12 unseen: (user mean + mu) / 2
+    pairs = np.array([[3, 10], [1, 12], [3, 12], [2, 11]])
+    expected = [(mu + 4.5) / 2, (3.0 + mu) / 2, mu, (5.0 + 2.0) / 2]
+    np.testing.assert_allclose(course.predict(pairs), expected)
+    assert not np.allclose(damped.predict(pairs[:2]), expected[:2])
+    np.testing.assert_allclose(course.predict(X), damped.predict(X))

@@ -15,7 +15,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 
 from mflib.data import make_low_rank
 from mflib.registry import estimators
-from mflib.validation import DataError
+from mflib.validation import DataError, IdTypeError, ParameterError
 
 ESTIMATORS = sorted(estimators().items())
 
@@ -88,9 +88,9 @@ def test_unknown_ids_use_the_fallback(name, cls, data):
     unknown = np.array([[10_000, X[0, 1]], [X[0, 0], 10_000], [10_000, 10_001]])
     pred, known = est.predict(unknown, return_known=True)
     assert np.isfinite(pred).all() and not known.any()
-    item_effect = est.fallback_item_bias_[est._train_index.item_index([X[0, 1]])[0]]
-    np.testing.assert_allclose(pred[0], est.fallback_mean_ + item_effect)
-    np.testing.assert_allclose(pred[2], est.fallback_mean_)
+    item_effect = est.fallback_.item_bias[est.map_pairs(X[:1])[1][0]]
+    np.testing.assert_allclose(pred[0], est.fallback_.mean + item_effect)
+    np.testing.assert_allclose(pred[2], est.fallback_.mean)
 
 
 @pytest.mark.parametrize("name,cls", ESTIMATORS)
@@ -116,7 +116,10 @@ def test_recommend_excludes_seen_items(name, cls, data):
     assert np.all(np.diff(recs["score"]) <= 0)
     everything = est.recommend(user, k=rm.n_items, exclude_seen=False)
     assert len(everything) == rm.n_items
-    assert len(est.recommend("no-such-user", k=3)) == 3
+    unknown = X[:, 0].max() + 1  # an id of the training ids' type that is not among them
+    assert len(est.recommend(unknown, k=3)) == 3
+    with pytest.raises(IdTypeError):  # a str id could never match int training ids
+        est.recommend("no-such-user", k=3)
 
 
 @pytest.mark.parametrize("name,cls", ESTIMATORS)
@@ -162,3 +165,26 @@ def test_bad_input_is_refused_with_a_clear_message(name, cls, data):
         est.fit(np.zeros((0, 2)), np.zeros(0))
     with pytest.raises(AttributeError, match="not fitted"):
         _make(cls).predict(X)
+
+
+@pytest.mark.parametrize("name,cls", ESTIMATORS)
+def test_every_parameter_is_declared_and_checked_by_name(name, cls, data):
+    rm, X, y = data
+    params = cls().get_params()
+    declared = cls._constraints()
+    assert set(params) <= set(declared), f"undeclared: {set(params) - set(declared)}"
+    assert params.get("verbose", 0) == 0, "progress bars are opt-in (verbose=0 by default)"
+    for param in params:
+        est = _make(cls).set_params(**{param: object()})
+        with pytest.raises(ParameterError, match=rf"{cls.__name__}: {param} must be"):
+            est.fit(X, y)
+
+
+def test_max_iter_none_and_bad_callbacks_are_refused(data):
+    from mflib import ALS
+
+    rm, X, y = data
+    with pytest.raises(ParameterError, match="max_iter must be an integer >= 1; got None"):
+        ALS(max_iter=None).fit(X, y)
+    with pytest.raises(ParameterError, match="callbacks must be None or a list of callables"):
+        ALS(callbacks=[1]).fit(X, y)

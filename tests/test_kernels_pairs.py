@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mflib.execution import SERIAL_BELOW
 from mflib.kernels import pairs
 
 
-@pytest.mark.parametrize("n", [0, 7, pairs.PARALLEL_MIN_PAIRS + 3])
+@pytest.mark.parametrize("n", [0, 7, SERIAL_BELOW["pair_dots"] + 3])
 def test_pair_dots_matches_numpy(n):
     rng = np.random.default_rng(n)
     P, Q = rng.normal(size=(50, 6)), rng.normal(size=(40, 6))

@@ -14,26 +14,40 @@ def _fit(train, **kw):
     return LassoMF(**params).fit(train)
 
 
-@pytest.mark.parametrize("scale", ["weighted", "course"])
-def test_item_half_step_agrees_with_sklearn_lasso(small_low_rank, scale):
+ROW_ALPHA = {  # alpha_r of the row problem |r - P q|^2 + alpha_r |q|_1, as documented
+    "sum": lambda lam, n, nnz: lam,
+    "weighted": lambda lam, n, nnz: lam * n,
+    "course": lambda lam, n, nnz: lam * nnz,
+    "sklearn": lambda lam, n, nnz: 2 * lam * n,
+}
+
+
+@pytest.mark.parametrize("scale,lam", [("sum", 0.05), ("weighted", 0.004), ("course", 2e-4),
+                                       ("sklearn", 0.002)])
+def test_item_half_step_agrees_with_sklearn_lasso(small_low_rank, scale, lam):
     train, _ = small_low_rank
-    lam = 0.002 if scale == "weighted" else 2e-4
     m = _fit(train, regularization=lam, regularization_scale=scale, max_iter=2)
     P, Q = m.user_factors_, m.item_factors_
     for i in range(train.n_items):  # the item pass ran last, on the final P
         rows = np.flatnonzero(train.items == i)
         n = len(rows)
-        # our row problem |r - P q|^2 + alpha |q|_1, alpha as documented per convention
-        alpha = 2 * lam * n if scale == "weighted" else lam * train.nnz
+        alpha = ROW_ALPHA[scale](lam, n, train.nnz)
         ref = Lasso(alpha=alpha / (2 * n), fit_intercept=False, tol=1e-12, max_iter=100_000)
         ref.fit(P[train.users[rows]], train.ratings[rows])
         np.testing.assert_allclose(Q[i], ref.coef_, atol=1e-7)
 
 
+def test_sklearn_scale_is_weighted_with_twice_the_lambda(small_low_rank):
+    train, _ = small_low_rank
+    a = _fit(train, regularization=0.002, regularization_scale="sklearn")
+    b = _fit(train, regularization=0.004, regularization_scale="weighted")
+    np.testing.assert_array_equal(a.user_factors_, b.user_factors_)
+
+
 def test_objective_never_rises_and_matches_formula(small_low_rank):
     train, _ = small_low_rank
     lam = 0.002
-    m = _fit(train, regularization=lam, max_iter=15)
+    m = _fit(train, regularization=lam, regularization_scale="sklearn", max_iter=15)
     obj = m.history_["objective"]
     assert np.all(np.diff(obj) <= 1e-12 * obj[0])
     e = train.ratings - m.predict(train)
@@ -62,8 +76,9 @@ def test_course_convention_zeroes_everything_when_penalty_dominates(netflix_spli
 
 
 def test_netflix_course_settings(netflix_split):
-    m = LassoMF(n_factors=3, regularization=0.1, max_iter=10, random_state=0,
-                verbose=0).fit(netflix_split.train, eval_set=netflix_split.test)
+    # the course code: one sklearn Lasso(alpha=0.1) per row
+    m = LassoMF(n_factors=3, regularization=0.1, regularization_scale="sklearn", max_iter=10,
+                random_state=0, verbose=0).fit(netflix_split.train, eval_set=netflix_split.test)
     assert m.history_["val_rmse"][-1] < 1.05
     assert 0 < m.user_zero_fraction_ < 1
 
@@ -77,6 +92,6 @@ def test_threads_and_seed(small_low_rank):
 
 def test_bad_parameters_are_refused(small_low_rank):
     with pytest.raises(ValueError, match="regularization_scale"):
-        _fit(small_low_rank[0], regularization_scale="sum")
+        _fit(small_low_rank[0], regularization_scale="mean")
     with pytest.raises(ValueError, match="max_sweeps"):
         _fit(small_low_rank[0], max_sweeps=0)

@@ -1,5 +1,7 @@
-"""Notebook hygiene: paired .py/.ipynb in sync, no outputs, one literal parameters cell,
-profiles that name only declared parameters. (nbval executes them separately.)"""
+"""Notebook hygiene: paired .py/.ipynb in sync, outputs only where nbval checks them,
+one literal parameters cell, profiles that name only declared parameters, no solver
+logic (no def, class or loop) and at least one output-checked summary cell. (nbval
+executes them separately and compares the checked cells.)"""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
-from mflib.experiment import load_params, profiles
+from mflib.experiment import CHECKED_MARKER, load_params, profiles
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.py"))
@@ -43,11 +45,38 @@ def test_pair_is_in_sync_and_has_no_outputs(py):
         f"{py.name} and {ipynb.name} differ; run `jupytext --sync {py}`"
     )
     for cell in nb.cells:
-        if cell.cell_type == "code":
+        if cell.cell_type != "code":
+            continue
+        if cell.source.lstrip().startswith(CHECKED_MARKER):
+            assert cell.outputs, (f"{ipynb.name}: its checked summary has no stored output; "
+                                  "run `make checked-outputs NB=...`")
+            assert all(o.output_type == "stream" for o in cell.outputs), "text output only"
+            assert sum(len(o.text) for o in cell.outputs) < 5000, "a summary, not a dump"
+        else:
             assert not cell.outputs and cell.execution_count is None, (
-                f"{ipynb.name} carries outputs; clear them (jupytext --sync writes none)"
+                f"{ipynb.name} carries outputs outside its checked summary; clear them"
             )
     assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+@pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_thin_and_has_a_checked_summary(py):
+    cells = [c for c in jupytext.read(py).cells if c.cell_type == "code"]
+    assert any(c.source.lstrip().startswith(CHECKED_MARKER) for c in cells), (
+        f"{py.name} has no output-checked summary cell ({CHECKED_MARKER})")
+    for cell in cells:
+        tree = ast.parse(cell.source)
+        logic = [type(node).__name__ for node in ast.walk(tree) if isinstance(
+            node, (ast.FunctionDef, ast.ClassDef, ast.For, ast.While, ast.comprehension,
+                   ast.Lambda))]
+        logic += [f".{node.attr}" for node in ast.walk(tree)
+                  if isinstance(node, ast.Attribute) and node.attr in ("iloc", "iat")]
+        assert not logic, f"{py.name} holds logic ({logic}): move it into mflib\n{cell.source}"
+        private = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                   and any(part.startswith("_") for part in (n.module or "").split("."))]
+        private += [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                    for a in n.names if a.name.startswith("_")]
+        assert not private, f"{py.name} imports private helpers: {private}"
 
 
 @pytest.mark.parametrize("py", NOTEBOOKS, ids=lambda p: p.stem)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from mflib.execution import numba_threads, resolve_n_jobs
 from mflib.kernels.lasso import lasso_rows
 from mflib.kernels.ridge import ridge_rows
-from mflib.kernels.threads import numba_threads
 
 
 def _problem(n_rows=40, n_cols=30, k=6, density=0.3, seed=0):
@@ -185,7 +185,7 @@ def test_thread_count_does_not_change_results(solver):
     np.testing.assert_array_equal(one, two)
 
 
-def test_numba_threads_validates_and_restores():
+def test_numba_threads_restores_and_n_jobs_is_validated():
     import numba
 
     before = numba.get_num_threads()
@@ -193,11 +193,10 @@ def test_numba_threads_validates_and_restores():
         assert numba.get_num_threads() == 1
     assert numba.get_num_threads() == before
     with pytest.raises(ValueError, match="n_jobs"):
-        with numba_threads(0):
-            pass
+        resolve_n_jobs(0)
     with pytest.raises(ValueError, match="exceeds"):
-        with numba_threads(10_000):
-            pass
+        resolve_n_jobs(10_000)
+    assert resolve_n_jobs(None) == resolve_n_jobs(-1) == numba.config.NUMBA_NUM_THREADS
 
 
 def test_lasso_rows_match_sklearn_lasso():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mflib import make_low_rank
+from mflib.solvers.euclidean_gd import EuclideanGD
 from mflib.solvers.riemannian import (
     DANE,
     RAGD,
@@ -17,7 +18,6 @@ from mflib.solvers.riemannian import (
     RSVRG,
     ArmijoLineSearch,
     Catalyst,
-    EuclideanGD,
     Grassmann,
     HeavyBall,
     ProximalObjective,
@@ -28,9 +28,9 @@ from mflib.solvers.riemannian import (
     solve_proximal,
     variance_reduced_epoch,
 )
-from mflib.solvers.riemannian.optimizers import DaneLocalObjective
+from mflib.solvers.riemannian.objectives import DaneLocalObjective
 
-LAM = 1e-2
+LAM = 1e-4  # the ridge penalty lam |w_u|^2 (the estimators' default regularization)
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +54,9 @@ def _reference_value(problem, U):
     for u in range(m.shape[0]):
         idx = m.indices[m.indptr[u]:m.indptr[u + 1]]
         r = m.data[m.indptr[u]:m.indptr[u + 1]]
-        A = np.vstack([U[idx], LAM * np.eye(k)])
+        A = np.vstack([U[idx], np.sqrt(LAM) * np.eye(k)])
         w = np.linalg.lstsq(A, np.concatenate([r, np.zeros(k)]), rcond=None)[0]
-        total += np.sum((r - U[idx] @ w) ** 2) + LAM ** 2 * w @ w
+        total += np.sum((r - U[idx] @ w) ** 2) + LAM * w @ w
     return 0.5 * total / m.nnz
 
 
@@ -389,7 +389,7 @@ def test_dane_local_objective_gradient_and_correction(problem):
 
 def test_dane_with_one_worker_equals_its_local_solver(planted):
     rm, _ = planted
-    dane = DANE(n_factors=3, center="none", n_workers=1, mu=0.0, local_steps=4, max_iter=1,
+    dane = DANE(n_factors=3, center="none", n_workers=1, proximity=0.0, local_steps=4, max_iter=1,
                 random_state=3, verbose=0).fit(rm)
     rgd = RGD(n_factors=3, center="none", max_iter=4, random_state=3, verbose=0).fit(rm)
     assert Grassmann(rm.n_items, 3).same_subspace(dane.item_factors_, rgd.item_factors_,
@@ -432,12 +432,13 @@ def test_more_optimisers_recover_planted_low_rank(planted, cls, params):
 @pytest.mark.parametrize("cls,params,match", [
     (RGD, {"retraction": "householder"}, "'householder'"),
     (RSVRG, {"sampling": "stratified"}, "'stratified'"),
-    (RSVRG, {"learning_rate": -1.0}, "learning_rate must be a real number > 0, got -1.0"),
-    (RSVRG, {"learning_rate": "bb", "bb_scale": 0.0}, "bb_scale must be a real number > 0"),
-    (RSVRG, {"momentum": 1.0}, r"momentum must be a number in \[0, 1\), got 1.0"),
+    (RSVRG, {"learning_rate": -1.0},
+     "RSVRG: learning_rate must be a real number > 0 or one of 'auto', 'bb'; got -1.0"),
+    (RSVRG, {"learning_rate": "bb", "bb_scale": 0.0}, "bb_scale must be None or a real number > 0"),
+    (RSVRG, {"momentum": 1.0}, r"momentum must be a real number in \[0, 1\); got 1.0"),
     (Catalyst, {"inner_solver": "adam"}, "'adam'"),
-    (DANE, {"n_workers": 0}, "n_workers must be an integer >= 1, got 0"),
-    (RAGD, {"mu": 0.0}, "mu must be a real number > 0, got 0.0"),
+    (DANE, {"n_workers": 0}, "n_workers must be an integer >= 1; got 0"),
+    (RAGD, {"strong_convexity": 0.0}, "strong_convexity must be a real number > 0; got 0.0"),
     (RGD, {"n_factors": 80}, "n_factors=80 exceeds the number of items"),
 ])
 def test_bad_parameters_are_named(planted, cls, params, match):

@@ -218,12 +218,14 @@ def test_divergence_stops_with_advice_and_finite_predictions(small_low_rank):
 
 
 @pytest.mark.parametrize("params,match", [
-    ({"schedule": "cosine"}, "unknown schedule 'cosine'"),
-    ({"learning_rate": 0}, "learning_rate must be a real number > 0, got 0"),
+    ({"schedule": "cosine"}, "schedule must be one of 'constant', 'inverse', 'exponential'; "
+                             "got 'cosine'"),
+    ({"learning_rate": 0}, "SGD: learning_rate must be a real number > 0; got 0"),
     ({"regularization": -1.0}, "regularization must be a real number >= 0"),
     ({"n_factors": 0}, "n_factors must be an integer >= 1"),
-    ({"dtype": "int32"}, "dtype must be float32 or float64"),
-    ({"parallel": "threads"}, "unknown parallel 'threads'"),
+    ({"dtype": "int32"}, "dtype must be one of 'float64', 'float32'"),
+    ({"parallel": "threads"}, "parallel must be one of None, False, 'blocked', 'hogwild'; "
+                              "got 'threads'"),
     ({"parallel": "blocked", "shuffle": False}, "use shuffle=True"),
     ({"schedule": "exponential", "decay": 1.5}, r"decay must be in \(0, 1\]"),
 ])

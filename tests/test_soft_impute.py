@@ -10,6 +10,8 @@ from mflib import BiasBaseline, SoftImpute, SoftImputeALS, make_low_rank, make_s
 from mflib.backend import DeviceError, gpu_available, gpu_unavailable_reason
 from mflib.kernels import pair_dots
 from mflib.kernels.lowrank import (
+    augment_basis,
+    dense_objective,
     low_rank_on_pairs,
     observed_pattern,
     residual_matrix,
@@ -17,12 +19,8 @@ from mflib.kernels.lowrank import (
     sparse_plus_low_rank,
     thin_svd,
 )
-from mflib.solvers.soft_impute import (
-    center_ratings,
-    dense_objective,
-    lambda_max,
-    soft_impute_path,
-)
+from mflib.solvers.baselines import center
+from mflib.solvers.soft_impute import lambda_max, soft_impute_path
 
 gpu = pytest.mark.skipif(not gpu_available(), reason=f"no GPU: {gpu_unavailable_reason()}")
 
@@ -49,13 +47,13 @@ def pure_low_rank():
 
 @pytest.fixture(scope="module")
 def lam(pure_low_rank):
-    return 0.1 * lambda_max(pure_low_rank[0], center=None)
+    return 0.1 * lambda_max(pure_low_rank[0], center="none")
 
 
 @pytest.fixture(scope="module")
 def reference(pure_low_rank, lam):
     """The dense textbook iteration run to tight convergence."""
-    return SoftImpute(lam, center=None, algorithm="dense", acceleration=None,
+    return SoftImpute(lam, center="none", algorithm="dense", acceleration=None,
                       convergence="factors", tol=1e-13, max_iter=2000,
                       verbose=0).fit(pure_low_rank[0])
 
@@ -127,13 +125,13 @@ def test_tall_gram_svd_matches_lapack(decay):
 
 # ---------------------------------------------------------------------------- solver
 @pytest.mark.parametrize("model", [
-    SoftImpute(center=None, max_iter=40, tol=0, verbose=0, random_state=0, init_rank=2),
-    SoftImpute(center=None, algorithm="dense", max_iter=40, tol=0, verbose=0),
-    SoftImpute(center=None, acceleration=None, max_iter=40, tol=0, verbose=0,
+    SoftImpute(center="none", max_iter=40, tol=0, verbose=0, random_state=0, init_rank=2),
+    SoftImpute(center="none", algorithm="dense", max_iter=40, tol=0, verbose=0),
+    SoftImpute(center="none", acceleration=None, max_iter=40, tol=0, verbose=0,
                random_state=0, init_rank=2),
-    SoftImpute(center=None, algorithm="dense", acceleration=None, max_iter=40, tol=0,
+    SoftImpute(center="none", algorithm="dense", acceleration=None, max_iter=40, tol=0,
                verbose=0),
-    SoftImputeALS(center=None, n_factors=8, max_iter=40, tol=0, verbose=0, random_state=0),
+    SoftImputeALS(center="none", n_factors=8, max_iter=40, tol=0, verbose=0, random_state=0),
 ], ids=["subspace-nesterov", "dense-nesterov", "subspace-plain", "dense-plain", "als"])
 def test_objective_never_rises(model, pure_low_rank, lam):
     model.set_params(regularization=lam).fit(pure_low_rank[0])
@@ -147,7 +145,7 @@ def test_objective_never_rises(model, pure_low_rank, lam):
 @pytest.mark.parametrize("acceleration", ["nesterov", None])
 def test_objective_matches_dense_reference(pure_low_rank, lam, reference, acceleration):
     rm = pure_low_rank[0]
-    fast = SoftImpute(lam, center=None, convergence="factors", tol=1e-13, max_iter=2000,
+    fast = SoftImpute(lam, center="none", convergence="factors", tol=1e-13, max_iter=2000,
                       acceleration=acceleration, verbose=0, random_state=0).fit(rm)
     assert fast.stop_reason_ == reference.stop_reason_ == "converged"
     X, mask = _dense(rm)
@@ -165,12 +163,12 @@ def sparse_low_rank():
     """600 x 300, planted rank 4, 4% observed: plain SoftImpute contracts slowly here."""
     rm, _ = make_low_rank(600, 300, 4, 0.04, noise=0.1, global_mean=0.0, bias_scale=0.0,
                           random_state=3)
-    return rm, 0.3 * lambda_max(rm, center=None)
+    return rm, 0.3 * lambda_max(rm, center="none")
 
 
 def test_acceleration_reaches_the_plain_solution_in_fewer_iterations(sparse_low_rank):
     rm, lam = sparse_low_rank
-    kw = dict(regularization=lam, center=None, tol=1e-12, max_iter=3000, verbose=0,
+    kw = dict(regularization=lam, center="none", tol=1e-12, max_iter=3000, verbose=0,
               random_state=0)
     plain = SoftImpute(acceleration=None, **kw).fit(rm)
     fast = SoftImpute(acceleration="nesterov", **kw).fit(rm)
@@ -199,7 +197,7 @@ def test_rank_capped_steps_take_no_momentum(sparse_low_rank):
     # the planted rank is 4; with max_rank=2 every step is capped, so the accelerated
     # fit must run the plain iteration step for step (and still test convergence)
     rm, lam = sparse_low_rank
-    kw = dict(regularization=0.3 * lam, center=None, max_rank=2, tol=1e-6, max_iter=400,
+    kw = dict(regularization=0.3 * lam, center="none", max_rank=2, tol=1e-6, max_iter=400,
               verbose=0, random_state=0)
     fast = SoftImpute(acceleration="nesterov", **kw).fit(rm)
     plain = SoftImpute(acceleration=None, **kw).fit(rm)
@@ -216,10 +214,8 @@ def test_rank_capped_steps_take_no_momentum(sparse_low_rank):
 def test_extrapolated_point_is_the_combination_of_iterates(sparse_low_rank):
     # Y = Z_k + m (Z_k - Z_k-1) as stacked signed factors, with residuals combined
     # from the stored ones: checked against the dense Y and a fresh residual pass
-    from mflib.solvers.soft_impute import _augment_basis
-
     rm, lam = sparse_low_rank
-    model = SoftImpute(lam, center=None, verbose=0, random_state=0)
+    model = SoftImpute(lam, center="none", verbose=0, random_state=0)
     state = model._init_state(rm)
     for _ in range(6):
         model._step(state, rm)
@@ -229,7 +225,7 @@ def test_extrapolated_point_is_the_combination_of_iterates(sparse_low_rank):
     Y = Z1 + 0.7 * (Z1 - (U0 * s0) @ V0.T)
     np.testing.assert_allclose((U * s) @ V.T, Y, atol=1e-12 * np.abs(Y).max())
     np.testing.assert_allclose(R, state.problem.residuals(U, s, V), atol=1e-10)
-    basis = _augment_basis(np, state.subspace, V0)
+    basis = augment_basis(np, state.subspace, V0)
     np.testing.assert_allclose(basis.T @ basis, np.eye(basis.shape[1]), atol=1e-12)
     np.testing.assert_allclose(basis[:, :state.subspace.shape[1]], state.subspace)
     # the augmented subspace holds Y's row space: Y W W^T = Y
@@ -264,7 +260,7 @@ def test_solution_satisfies_optimality_conditions(pure_low_rank, lam, reference)
 
 def test_als_converges_to_the_softimpute_solution(pure_low_rank, lam, reference):
     rm = pure_low_rank[0]
-    als = SoftImputeALS(lam, n_factors=10, center=None, convergence="factors", tol=1e-13,
+    als = SoftImputeALS(lam, n_factors=10, center="none", convergence="factors", tol=1e-13,
                         max_iter=3000, verbose=0, random_state=0).fit(rm)
     assert als.stop_reason_ == "converged"
     assert als.rank_ == reference.rank_
@@ -275,22 +271,22 @@ def test_als_converges_to_the_softimpute_solution(pure_low_rank, lam, reference)
 def test_lambda_max_is_the_top_singular_value_and_gives_zero(pure_low_rank):
     rm = pure_low_rank[0]
     X, _ = _dense(rm)
-    top = lambda_max(rm, center=None)
+    top = lambda_max(rm, center="none")
     np.testing.assert_allclose(top, np.linalg.svd(X, compute_uv=False)[0], rtol=1e-10)
     # SoftImpute from Z = 0 thresholds everything in one step; ALS shrinks D towards 0
     # geometrically (rate lambda_max / lambda) and its final thresholding zeroes it
     for model in (SoftImpute(top * (1 + 1e-9), max_iter=20),
                   SoftImputeALS(top * 1.01, n_factors=5, max_iter=300)):
-        at_max = model.set_params(center=None, verbose=0, random_state=0).fit(rm)
+        at_max = model.set_params(center="none", verbose=0, random_state=0).fit(rm)
         assert at_max.rank_ == 0
         assert np.all(at_max.predict(rm.pairs()) == 0.0)
-    below = SoftImpute(0.9 * top, center=None, max_iter=20, verbose=0, random_state=0).fit(rm)
+    below = SoftImpute(0.9 * top, center="none", max_iter=20, verbose=0, random_state=0).fit(rm)
     assert below.rank_ >= 1
 
 
 def test_warm_start_reproduces_cold_start(pure_low_rank, lam, reference):
     rm = pure_low_rank[0]
-    model = SoftImpute(3 * lam, center=None, convergence="factors", tol=1e-13, max_iter=2000,
+    model = SoftImpute(3 * lam, center="none", convergence="factors", tol=1e-13, max_iter=2000,
                        verbose=0, warm_start=True, random_state=5).fit(rm)
     model.set_params(regularization=lam).fit(rm)
     assert model.rank_ == reference.rank_
@@ -315,7 +311,7 @@ def test_gram_svd_path_gives_the_lapack_path_result(monkeypatch):
 
 
 def test_rank_cap_is_reported(pure_low_rank, lam):
-    model = SoftImpute(0.01 * lam, center=None, max_rank=2, max_iter=5, verbose=0,
+    model = SoftImpute(0.01 * lam, center="none", max_rank=2, max_iter=5, verbose=0,
                        random_state=0).fit(pure_low_rank[0])
     assert model.rank_ == 2
     assert model.history_["rank_capped"][-1] == 1.0
@@ -329,7 +325,7 @@ def test_same_seed_same_result(small_low_rank):
     np.testing.assert_array_equal(a.history_["objective"], b.history_["objective"])
 
 
-@pytest.mark.parametrize("center", [None, "mean", "biases"])
+@pytest.mark.parametrize("center", ["none", "mean", "biases"])
 def test_centering_options_predict_offset_plus_z(small_low_rank, center):
     rm = small_low_rank[0]
     model = SoftImpute(3.0, center=center, max_iter=30, verbose=0, random_state=0).fit(rm)
@@ -337,17 +333,17 @@ def test_centering_options_predict_offset_plus_z(small_low_rank, center):
     offset = model.global_mean_ + (0 if center != "biases" else
                                    model.user_bias_[rm.users] + model.item_bias_[rm.items])
     np.testing.assert_allclose(model.predict(rm), offset + z, atol=1e-12)
-    if center is None:
+    if center == "none":
         assert model.global_mean_ == 0.0 and model.user_bias_ is None
-    if center == "biases":
-        base = BiasBaseline(verbose=0).fit(rm)
+    if center == "biases":  # the converged regularised bias baseline
+        base = BiasBaseline(max_iter=100, tol=1e-10, verbose=0).fit(rm)
         np.testing.assert_allclose(model.user_bias_, base.user_bias_)
     # the planted rank-3 signal is captured: far below the bias baseline's error (~1)
     assert -model.score(rm) < 0.5 * -BiasBaseline(verbose=0).fit(rm).score(rm)
 
 
 def test_convergence_on_change_of_z(pure_low_rank, lam):
-    model = SoftImpute(lam, center=None, convergence="factors", tol=1e-8, max_iter=500,
+    model = SoftImpute(lam, center="none", convergence="factors", tol=1e-8, max_iter=500,
                        verbose=0, random_state=0).fit(pure_low_rank[0])
     assert model.stop_reason_ == "converged"
     change = model.history_["relative_change"]
@@ -370,12 +366,12 @@ def test_lambda_path_recovers_planted_matrix():
     path, best = soft_impute_path(split.train, split.validation, n_lambdas=8,
                                   estimator=SoftImpute(max_iter=100, tol=1e-4, verbose=0,
                                                        random_state=0))
-    assert list(path["lambda"]) == sorted(path["lambda"], reverse=True)
+    assert list(path["regularization"]) == sorted(path["regularization"], reverse=True)
     assert path["rank"].iloc[0] == 0  # lambda_max
     assert path["selected"].sum() == 1
     chosen = path[path["selected"]].iloc[0]
     assert chosen["val_rmse"] == path["val_rmse"].min()
-    assert best.regularization == chosen["lambda"] and not best.warm_start
+    assert best.regularization == chosen["regularization"] and not best.warm_start
     # three directions dominate (the rest: shrunken noise and bias left by the baseline)
     s = best.singular_values_
     assert best.rank_ >= 3 and s[3] < 0.3 * s[2]
@@ -397,7 +393,7 @@ def test_path_with_als_estimator(small_low_rank):
     assert isinstance(best, SoftImputeALS)
     assert path["rank"].iloc[-1] >= 1
     # at lambda_max ALS is still shrinking towards Z = 0: objective ~ 1/2 |P(X)|^2
-    *_, target = center_ratings(split.train, "biases")
+    target = center(split.train, "biases").values
     np.testing.assert_allclose(path["objective"].iloc[0], 0.5 * target @ target, rtol=1e-3)
 
 

@@ -228,10 +228,10 @@ def test_divergence_stops_with_advice_and_finite_predictions(small_low_rank):
 
 
 @pytest.mark.parametrize("params,match", [
-    ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
-    ({"inner_steps": 2.5}, "inner_steps must be an integer >= 1, got 2.5"),
-    ({"clip_norm": -1.0}, "clip_norm must be a real number > 0"),
-    ({"schedule": "step"}, "unknown schedule 'step'"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1; got 0"),
+    ({"inner_steps": 2.5}, "inner_steps must be None or an integer >= 1; got 2.5"),
+    ({"clip_norm": -1.0}, "clip_norm must be None or a real number > 0"),
+    ({"schedule": "step"}, "schedule must be one of .*; got 'step'"),
 ])
 def test_bad_parameters_are_named(small_low_rank, params, match):
     rm, _ = small_low_rank

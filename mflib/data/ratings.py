@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..validation import DataError, check_pairs, check_ratings
+from ..validation import DataError, _plain, check_id_kind, check_pairs, check_ratings, id_kind
 
 
 def _index_ids(raw, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -122,8 +122,9 @@ class RatingMatrix:
             k = int(np.flatnonzero(counts > 1)[0])
             u, i = divmod(int(uniq[k]), self.n_items)
             raise DataError(
-                f"{n_dup} duplicate (user, item) rating(s), e.g. user {self.user_ids[u]!r} "
-                f"and item {self.item_ids[i]!r} rated {int(counts[k])} times; pass "
+                f"{n_dup} duplicate (user, item) rating(s), e.g. user "
+                f"{_plain(self.user_ids[u])!r} and item {_plain(self.item_ids[i])!r} rated "
+                f"{int(counts[k])} times; pass "
                 "duplicates='mean' or duplicates='last' to combine them"
             )
         if how == "mean":
@@ -249,13 +250,29 @@ class RatingMatrix:
             self._cache[key] = pd.Index(ids)
         return self._cache[key]
 
+    def _lookup(self, which: str, raw) -> np.ndarray:
+        raw = np.asarray(raw).ravel()
+        key = ("kind", which)
+        if key not in self._cache:
+            ids = self.user_ids if which == "user" else self.item_ids
+            self._cache[key] = id_kind(ids)
+        ids = self.user_ids if which == "user" else self.item_ids
+        check_id_kind(raw, self._cache[key], ids[0] if len(ids) else None, which)
+        return self._id_index(which).get_indexer(raw).astype(np.int64)
+
     def user_index(self, raw) -> np.ndarray:
-        """Inner indices of raw user ids; -1 where the id is not in this matrix."""
-        return self._id_index("user").get_indexer(np.asarray(raw).ravel()).astype(np.int64)
+        """Inner indices of raw user ids; -1 where the id is not in this matrix.
+
+        Raises :class:`~mflib.validation.IdTypeError` when the ids are of another type
+        than this matrix's (e.g. str for int ids), which no id could match."""
+        return self._lookup("user", raw)
 
     def item_index(self, raw) -> np.ndarray:
-        """Inner indices of raw item ids; -1 where the id is not in this matrix."""
-        return self._id_index("item").get_indexer(np.asarray(raw).ravel()).astype(np.int64)
+        """Inner indices of raw item ids; -1 where the id is not in this matrix.
+
+        Raises :class:`~mflib.validation.IdTypeError` when the ids are of another type
+        than this matrix's (e.g. str for int ids), which no id could match."""
+        return self._lookup("item", raw)
 
     def shares_index_with(self, other: RatingMatrix) -> bool:
         """True when both matrices use the same id maps (so inner indices agree)."""

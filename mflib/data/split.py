@@ -12,7 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..validation import DataError, check_fraction, check_positive_int, check_random_state
+from ..validation import (
+    DataError,
+    check_choice,
+    check_fraction,
+    check_positive_int,
+    check_random_state,
+)
 from .ratings import RatingMatrix
 
 
@@ -63,6 +69,11 @@ class Split:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={v.nnz}" for k, v in self.parts().items())
         return f"Split({self.method}: {sizes}, test unseen pairs={self.unseen()['unseen_pairs']})"
+
+
+def summarize_splits(splits: dict) -> pd.DataFrame:
+    """The :meth:`Split.summary` of several named splits, stacked (split, part) x counts."""
+    return pd.concat({name: split.summary() for name, split in splits.items()})
 
 
 def _assign(rm: RatingMatrix, label: np.ndarray, method: str) -> Split:
@@ -119,48 +130,68 @@ def user_split(rm: RatingMatrix, test_size=0.2, val_size=0.0, random_state=None)
     return _assign(rm, label, "user")
 
 
-def temporal_split(rm: RatingMatrix, fractions=(0.7, 0.15, 0.15)) -> Split:
+TEMPORAL_RULES = ("floor", "nearest")
+
+
+def temporal_split(rm: RatingMatrix, test_size=0.15, val_size=0.15, *, rule="floor") -> Split:
     """Per-user split by timestamp: each user's oldest ratings train, newest test.
 
-    ``fractions`` is (train, test) or (train, validation, test) and must sum to 1.
+    With ``n_u`` ratings sorted by time (ties kept in row order), ``rule="floor"`` (the
+    content study's protocol) puts the first ``floor(t n_u)`` in training, those up to
+    ``floor((1 - test_size) n_u)`` in validation and the rest in test, where
+    ``t = 1 - test_size - val_size`` (70/15/15 by default: ``int(0.7 n)``, ``int(0.85 n)``).
+    ``rule="nearest"`` rounds the boundaries to the nearest rating instead (a rating
+    trains when its midpoint ``(position + 0.5) / n_u`` lies below ``t``).
     """
     if rm.timestamps is None:
         raise DataError(f"{rm.name} has no timestamps; use method='user' or 'random' instead")
-    fr = np.asarray(fractions, dtype=float)
-    if fr.ndim != 1 or len(fr) not in (2, 3) or (fr <= 0).any() or abs(fr.sum() - 1) > 1e-9:
-        raise ValueError(
-            f"fractions must be 2 or 3 positive numbers summing to 1, got {fractions!r}"
-        )
+    _check_sizes(test_size, val_size)
+    check_choice(rule, "rule", TEMPORAL_RULES)
     pos, n_u = _rank_within_user(rm, rm.timestamps)
-    rel = (pos + 0.5) / n_u  # the rating's place in the user's history, in (0, 1)
-    label = np.where(rel < fr[0], 0, 2 if len(fr) == 2 else np.where(rel < fr[0] + fr[1], 1, 2))
-    return _assign(rm, label.astype(np.int8), "temporal")
+    # rounded so that 1 - 0.15 - 0.15 is the literal 0.7 the original protocol used
+    train_end, val_end = round(1 - test_size - val_size, 12), round(1 - test_size, 12)
+    if rule == "floor":
+        key, n_train, n_kept = pos, np.floor(train_end * n_u), np.floor(val_end * n_u)
+    else:
+        key, n_train, n_kept = (pos + 0.5) / n_u, train_end, val_end
+    label = np.where(key < n_train, 0, np.where(key < n_kept, 1, 2)).astype(np.int8)
+    return _assign(rm, label, "temporal")
 
 
-def kfold(rm: RatingMatrix, n_splits=5, random_state=None) -> list[Split]:
-    """``n_splits`` random folds; fold k tests on its ratings and trains on the rest."""
+def kfold(rm: RatingMatrix, n_splits=5, val_size=0.0, random_state=None) -> list[Split]:
+    """``n_splits`` random folds; fold k tests on its ratings and trains on the rest
+    (``val_size``: a random fraction of the rest validates instead)."""
+    if isinstance(random_state, np.random.Generator):  # one draw, the same for every fold
+        random_state = int(random_state.integers(2**63))
+    return [kfold_split(rm, n_splits, k, val_size, random_state) for k in range(n_splits)]
+
+
+def kfold_split(rm: RatingMatrix, n_splits=5, fold=0, val_size=0.0, random_state=None) -> Split:
+    """Fold ``fold`` (0-based) of :func:`kfold`: the same folds for the same seed."""
     check_positive_int(n_splits, "n_splits", minimum=2)
+    check_fraction(val_size, "val_size")
     if n_splits > rm.nnz:
         raise ValueError(f"n_splits={n_splits} exceeds the {rm.nnz} ratings")
+    if not (isinstance(fold, (int, np.integer)) and 0 <= fold < n_splits):
+        raise ValueError(f"fold must be an integer in [0, {n_splits}), got {fold!r}")
     rng = check_random_state(random_state)
-    fold = np.empty(rm.nnz, dtype=np.int64)
-    fold[rng.permutation(rm.nnz)] = np.arange(rm.nnz) % n_splits
-    return [
-        _assign(rm, np.where(fold == k, 2, 0).astype(np.int8), f"kfold {k + 1}/{n_splits}")
-        for k in range(n_splits)
-    ]
+    assignment = np.empty(rm.nnz, dtype=np.int64)
+    assignment[rng.permutation(rm.nnz)] = np.arange(rm.nnz) % n_splits
+    label = np.where(assignment == fold, 2, 0).astype(np.int8)
+    rest = np.flatnonzero(label == 0)
+    label[rng.choice(rest, int(round(val_size * len(rest))), replace=False)] = 1
+    return _assign(rm, label, f"kfold {fold + 1}/{n_splits}")
 
 
-def cold_start_split(rm: RatingMatrix, item_fraction=0.1, val_size=0.0, random_state=None):
-    """Hold out whole items (all their ratings go to test), for cold-start evaluation.
-
-    ``val_size`` then carves a random validation fraction out of the warm ratings.
-    """
-    check_fraction(item_fraction, "item_fraction", allow_zero=False)
+def cold_start_split(rm: RatingMatrix, test_size=0.1, val_size=0.0, random_state=None):
+    """Hold out whole items for cold-start evaluation: ``test_size`` is the fraction of
+    rated items whose ratings all go to test; ``val_size`` then carves a random
+    validation fraction out of the warm ratings."""
+    check_fraction(test_size, "test_size", allow_zero=False)
     check_fraction(val_size, "val_size")
     rng = check_random_state(random_state)
     rated = np.flatnonzero(rm.item_counts() > 0)
-    n_cold = max(1, int(round(item_fraction * len(rated))))
+    n_cold = max(1, int(round(test_size * len(rated))))
     cold = np.zeros(rm.n_items, dtype=bool)
     cold[rng.choice(rated, n_cold, replace=False)] = True
     label = np.where(cold[rm.items], 2, 0).astype(np.int8)
@@ -174,14 +205,17 @@ SPLITS = {
     "user": user_split,
     "temporal": temporal_split,
     "cold_start": cold_start_split,
+    "kfold": kfold_split,
 }
 
 
 def make_split(rm: RatingMatrix, method: str = "random", **kwargs) -> Split:
-    """Dispatch by name: ``random``, ``user``, ``temporal`` or ``cold_start``."""
+    """Dispatch by name: ``random``, ``user``, ``temporal``, ``cold_start`` or ``kfold``.
+
+    Every kind takes ``val_size``; all but ``kfold`` take ``test_size`` (``kfold``'s test
+    part is one of ``n_splits`` folds, chosen by ``fold``); the seeded ones take
+    ``random_state``.
+    """
     if method not in SPLITS:
-        raise ValueError(
-            f"unknown split method {method!r}; choose one of {', '.join(SPLITS)} "
-            "(or mflib.data.kfold for k folds)"
-        )
+        raise ValueError(f"unknown split method {method!r}; choose one of {', '.join(SPLITS)}")
     return SPLITS[method](rm, **kwargs)

@@ -21,7 +21,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .ridge import _gather, _single_threaded_blas
+from ..execution import single_threaded_blas
+from .ridge import _gather
 
 
 @numba.njit(cache=True, inline="always")
@@ -107,7 +108,7 @@ def lasso_rows(indptr, indices, values, Y, alpha, *, out=None, max_sweeps=100,
             f"{out.dtype} {out.shape}"
         )
     sweeps = np.zeros(n_rows, dtype=np.int64)
-    with _single_threaded_blas():
+    with single_threaded_blas():
         _lasso_rows(
             np.ascontiguousarray(indptr, dtype=np.int64),
             np.ascontiguousarray(indices, dtype=np.int64),

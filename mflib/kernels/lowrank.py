@@ -26,9 +26,10 @@ import scipy.linalg
 import scipy.sparse as sp
 from scipy.sparse.linalg import LinearOperator
 
+from ..backend import array_module, to_device
+from ..execution import GPU_CHUNK
 from .pairs import pair_dots
 
-_GPU_CHUNK = 1 << 21
 #: tall SVDs (rows > TALL_RATIO * columns and rows >= TALL_MIN_ROWS) go through the Gram
 #: matrix: 10x faster than LAPACK's gesdd on a 100000 x 105 panel with one thread
 TALL_RATIO = 8
@@ -46,13 +47,6 @@ def _residuals_on_pairs(left, right, users, items, observed, out):
         for f in range(k):
             acc += left[u, f] * right[i, f]
         out[n] = observed[n] - acc
-
-
-def array_module(array):
-    """``numpy`` or ``cupy``, whichever ``array`` belongs to."""
-    if isinstance(array, np.ndarray):
-        return np
-    return __import__(type(array).__module__.split(".")[0])
 
 
 def low_rank_on_pairs(left, right, users, items):
@@ -78,8 +72,8 @@ def low_rank_on_pairs(left, right, users, items):
         out[:] = 0
         return out
     # chunks bound the (chunk, r) temporaries on the device
-    for start in range(0, users.shape[0], _GPU_CHUNK):
-        stop = start + _GPU_CHUNK
+    for start in range(0, users.shape[0], GPU_CHUNK):
+        stop = start + GPU_CHUNK
         out[start:stop] = (left[users[start:stop]] * right[items[start:stop]]).sum(axis=1)
     return out
 
@@ -227,3 +221,51 @@ def thin_svd(B):
         C = np.linalg.cholesky(L.T @ L)
         L = scipy.linalg.solve_triangular(C, L.T, lower=True).T
     return L, sigma, R.T
+
+
+def nuclear_objective(residuals, singular_values, regularization) -> float:
+    """``1/2 |P_Omega(X - Z)|^2 + lambda |Z|_*`` from the residuals on Omega and ``s``."""
+    xp = array_module(residuals)
+    return float(0.5 * xp.dot(residuals, residuals) + regularization * singular_values.sum())
+
+
+def orthonormal(xp, A):
+    """Orthonormal columns spanning those of ``A`` (reduced QR)."""
+    return xp.linalg.qr(A, mode="reduced")[0]
+
+
+def random_orthonormal(xp, n, k, seed):
+    """``n x k`` orthonormal columns from a seeded Gaussian matrix, on ``xp``'s device."""
+    G = np.random.default_rng(seed).standard_normal((n, k))
+    return orthonormal(xp, to_device(G, xp)) if k else xp.zeros((n, 0))
+
+
+def relative_change(xp, U0, s0, V0, U1, s1, V1) -> float:
+    """``|Z1 - Z0|_F^2 / max(|Z0|_F^2, |Z1|_F^2)`` from the factors, never forming Z."""
+    cross = float(xp.sum((s1[:, None] * (U1.T @ U0)) * ((V1.T @ V0) * s0[None, :])))
+    old, new = float(s0 @ s0), float(s1 @ s1)
+    change = max(new + old - 2.0 * cross, 0.0)
+    # relative to the larger of the two, so the first step from Z = 0 reads 1, not inf
+    return change / max(old, new) if max(old, new) > 0 else 0.0
+
+
+def augment_basis(xp, basis, extra):
+    """Orthonormal columns spanning ``basis`` (orthonormal, kept first) and ``extra``."""
+    n, width = basis.shape
+    if extra.shape[1] == 0:
+        return basis
+    if width + extra.shape[1] >= n:  # small problems: the whole space
+        return orthonormal(xp, xp.concatenate([basis, extra,
+                                                 xp.eye(n, dtype=basis.dtype)], axis=1))
+    # projected out twice, normalised, and once more: orthogonal to basis to rounding
+    # even where extra lies almost inside span(basis) (as it does near convergence)
+    extra = extra - basis @ (basis.T @ extra)
+    extra = orthonormal(xp, extra - basis @ (basis.T @ extra))
+    extra = orthonormal(xp, extra - basis @ (basis.T @ extra))
+    return xp.concatenate([basis, extra], axis=1)
+
+
+def dense_objective(X, mask, Z, regularization) -> float:
+    """Reference objective ``1/2 |mask * (X - Z)|_F^2 + lambda |Z|_*`` on dense arrays."""
+    R = np.where(mask, X - Z, 0.0)
+    return float(0.5 * np.sum(R * R) + regularization * np.linalg.svd(Z, compute_uv=False).sum())

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# Below this many pairs one thread is faster: waking numba's pool costs more than the work,
-# and its spinning workers slow the single-threaded kernels that run next.
-PARALLEL_MIN_PAIRS = 200_000
+from ..execution import run_parallel
 
 
 @numba.njit(cache=True, inline="always")
@@ -38,7 +36,7 @@ def pair_dots(P: np.ndarray, Q: np.ndarray, users: np.ndarray, items: np.ndarray
     if len(users) == 0 or P.shape[1] == 0:
         out[:] = 0.0
         return out
-    kernel = _pair_dots_parallel if len(users) >= PARALLEL_MIN_PAIRS else _pair_dots_serial
+    kernel = _pair_dots_parallel if run_parallel("pair_dots", len(users)) else _pair_dots_serial
     kernel(
         np.ascontiguousarray(P),
         np.ascontiguousarray(Q),

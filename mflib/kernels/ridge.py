@@ -36,11 +36,10 @@ be returned too (``row_sse``), so a fit gets its loss without another pass.
 
 from __future__ import annotations
 
-import functools
-
 import numba
 import numpy as np
 
+from ..execution import single_threaded_blas
 from ..validation import check_choice, check_positive_int
 
 SOLVERS = ("cholesky", "cg")
@@ -50,19 +49,6 @@ SOLVERS = ("cholesky", "cg")
 # low ids in MovieLens), and static blocks left one thread idle. Rank 128 on ml-100k:
 # 0.106 s -> 0.094 s per pair of half-steps on 2 threads.
 _ROWS_PER_CHUNK = 16
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller():
-    import scipy.linalg.cython_blas  # noqa: F401, PLC0415  (numba's np.dot calls into it)
-    from threadpoolctl import ThreadpoolController  # noqa: PLC0415
-
-    return ThreadpoolController()
-
-
-def _single_threaded_blas():
-    """BLAS calls from inside numba's threads must not start threads of their own."""
-    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 # Reassociation lets LLVM vectorise the dot-product reductions below. The code a row
@@ -430,7 +416,8 @@ def ridge_rows(indptr, indices, values, Y, reg, *, weights=None, out=None, solve
             _ridge_cg(*args, row_sse, check_positive_int(cg_steps, "cg_steps"))
         return out
     failed = np.zeros(n_rows, dtype=np.bool_)
-    with _single_threaded_blas(), numba.parallel_chunksize(_ROWS_PER_CHUNK):
+    # BLAS calls from inside numba's threads must not start threads of their own
+    with single_threaded_blas(), numba.parallel_chunksize(_ROWS_PER_CHUNK):
         _ridge_cholesky(*args, failed, row_sse)
     if failed.any():
         bad = np.flatnonzero(failed)

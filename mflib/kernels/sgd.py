@@ -21,6 +21,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ..execution import run_parallel
+
 # Reassociation lets LLVM vectorise the length-k dot products; NaN/inf semantics are kept
 # (no "nnan"/"ninf") so a diverging fit still shows up as non-finite.
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -125,13 +127,9 @@ def _residuals_parallel(users, items, ratings, mu, user_bias, item_bias, P, Q, o
         _residual_at(users, items, ratings, mu, user_bias, item_bias, P, Q, out, j)
 
 
-#: below this many ratings, thread start-up costs more than it saves
-PARALLEL_MIN_RATINGS = 1 << 20
-
-
 def residuals(users, items, ratings, mu, user_bias, item_bias, P, Q, out):
     """``out[j] = r_j - r_hat_j`` (float64) for every rating (threads for large inputs)."""
-    big = ratings.shape[0] >= PARALLEL_MIN_RATINGS
+    big = run_parallel("residuals", ratings.shape[0])
     kernel = _residuals_parallel if big else _residuals_serial
     kernel(users, items, ratings, mu, user_bias, item_bias, P, Q, out)
 

@@ -6,10 +6,16 @@ with ``np.bincount``. Unseen users or items fall back as documented in :mod:`mfl
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from ..base import FactorizationEstimator, FactorState
-from ..validation import check_nonnegative
+from .. import execution
+from ..base import FactorizationEstimator, FactorState, Fallback
+from ..validation import NONNEGATIVE, Options
+
+#: the values of every estimator's ``center`` parameter
+CENTERS = ("none", "mean", "biases")
 
 
 def _mean_offsets(index, values, n) -> np.ndarray:
@@ -24,9 +30,13 @@ def _sse(train, state) -> float:
 
 
 class _ClosedForm(FactorizationEstimator):
-    """A model computed in one step."""
+    """A model computed in one step (vectorised NumPy; ``n_jobs`` is accepted like every
+    estimator's, and sets the threads of the fallback and prediction kernels)."""
 
     _monitor = "sse"
+
+    def __init__(self, n_jobs=None):
+        self.n_jobs = n_jobs
 
     def _init_state(self, train):
         return FactorState(global_mean=float(train.ratings.mean()))
@@ -60,7 +70,29 @@ class ItemMean(_ClosedForm):
 
 
 class UserItemMean(_ClosedForm):
-    """Predict (user mean + item mean) / 2."""
+    """Predict (user mean + item mean) / 2.
+
+    Parameters
+    ----------
+    unknown : {"fallback", "course"}, default "fallback"
+        How a pair whose user or item has no training rating is predicted: "fallback",
+        mflib's damped fallback like every estimator (:mod:`mflib.base`); "course", the
+        course's Q1 rule, which replaces a missing user mean (or item mean) by the global
+        training mean and then averages, i.e. ``mu + b_u [user known] + c_i [item known]``
+        with this model's own halves ``b_u = (user mean - mu) / 2``.
+    n_jobs : int or None, default None
+    """
+
+    _parameter_constraints = {"unknown": [Options("fallback", "course")]}
+
+    def __init__(self, unknown="fallback", n_jobs=None):
+        self.unknown = unknown
+        self.n_jobs = n_jobs
+
+    def _finalize(self, state):
+        super()._finalize(state)
+        if self.unknown == "course":  # the model is its own fallback, undamped
+            self.fallback_ = Fallback(self.global_mean_, self.user_bias_, self.item_bias_, 0.0)
 
     def _solve(self, state, train):
         mu = state.global_mean
@@ -71,7 +103,9 @@ class UserItemMean(_ClosedForm):
 class Popularity(ItemMean):
     """Rank items by their number of training ratings; rating predictions are item means."""
 
-    def _score_items(self, users):
+    def score_items(self, users):
+        self._check_fitted()
+        users = np.array(users, dtype=np.int64, ndmin=1)
         counts = self.item_counts_.astype(float)
         return np.broadcast_to(counts, (len(users), len(counts))).copy()
 
@@ -89,21 +123,24 @@ class BiasBaseline(FactorizationEstimator):
     regularization : float, default 10.0
     max_iter : int, default 50
     tol : float, default 1e-8
+    n_jobs : int or None, default None
     callbacks : list of callables, optional
     verbose : int, default 0
     """
 
+    _parameter_constraints = {"regularization": [NONNEGATIVE]}
     _contract_params = {"max_iter": 5}
 
-    def __init__(self, regularization=10.0, max_iter=50, tol=1e-8, callbacks=None, verbose=0):
+    def __init__(self, regularization=10.0, max_iter=50, tol=1e-8, n_jobs=None, callbacks=None,
+                 verbose=0):
         self.regularization = regularization
         self.max_iter = max_iter
         self.tol = tol
+        self.n_jobs = n_jobs
         self.callbacks = callbacks
         self.verbose = verbose
 
     def _init_state(self, train):
-        check_nonnegative(self.regularization, "regularization")
         return FactorState(float(train.ratings.mean()), np.zeros(train.n_users),
                            np.zeros(train.n_items))
 
@@ -120,3 +157,49 @@ class BiasBaseline(FactorizationEstimator):
         objective = _sse(train, state) + lam * (state.user_bias @ state.user_bias
                                                 + state.item_bias @ state.item_bias)
         return {"objective": float(objective)}
+
+
+# ---------------------------------------------------------------------- centring
+@dataclass
+class Centering:
+    """Offsets removed from the ratings before a model of the rest is fitted.
+
+    ``values`` are the centred ratings ``r - mean - user_bias[u] - item_bias[i]`` in the
+    training matrix's rating order; absent offsets are None.
+    """
+
+    how: str
+    mean: float
+    user_bias: np.ndarray | None
+    item_bias: np.ndarray | None
+    values: np.ndarray
+
+
+def center(train, how: str = "biases", bias_regularization: float = 10.0) -> Centering:
+    """The one centring of mflib, shared by every estimator with a ``center`` parameter.
+
+    Parameters
+    ----------
+    train : RatingMatrix
+    how : {"none", "mean", "biases"}
+        Keep the raw ratings, remove their mean, or remove the regularised bias baseline
+        ``mu + b_u + c_i`` (:class:`BiasBaseline` with ``bias_regularization``, iterated
+        to a relative objective change of 1e-10).
+    bias_regularization : float
+        ``lambda`` of the bias baseline (``how="biases"`` only).
+    """
+    if how not in CENTERS:
+        raise ValueError(f"unknown center {how!r}; choose one of {', '.join(map(repr, CENTERS))}"
+                         " (None and 'bias' are spelled 'none' and 'biases')")
+    if how == "none":
+        return Centering(how, 0.0, None, None, train.ratings.copy())
+    mu = float(train.ratings.mean())
+    if how == "mean":
+        return Centering(how, mu, None, None, train.ratings - mu)
+    base = BiasBaseline(regularization=bias_regularization, max_iter=100, tol=1e-10,
+                        n_jobs=execution.current().n_jobs).fit(train)
+    b, c = base.user_bias_, base.item_bias_
+    return Centering(how, mu, b, c, train.ratings - mu - b[train.users] - c[train.items])
+
+
+CENTER_CONSTRAINT = [Options(*CENTERS)]

@@ -19,17 +19,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..base import FactorizationEstimator
+from ..data.layout import training_layout
 from ..fitting import StopFit
 from ..kernels.pairs import pair_dots
 from ..kernels.ridge import ridge_rows
-from ..kernels.threads import numba_threads, resolve_n_jobs
-from ..validation import (
-    check_nonnegative,
-    check_positive,
-    check_positive_int,
-    check_random_state,
-)
-from .als import ALSState, RatingSides, residuals
+from ..validation import NONNEGATIVE, POSITIVE, POSITIVE_INT, check_random_state
+from .state import LayoutState, initial_factors, residuals
 
 
 def _row_means(indptr_counts: np.ndarray, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -53,7 +48,7 @@ class BiasedBCD(FactorizationEstimator):
     n_jobs : int or None, default None
         numba threads for the row solves; results do not depend on it.
     random_state : int, Generator or None
-    verbose : int, default 1
+    verbose : int, default 0
     callbacks : list of callables, optional
 
     Attributes
@@ -68,10 +63,12 @@ class BiasedBCD(FactorizationEstimator):
     history_ : History with ``objective`` per iteration
     """
 
+    _parameter_constraints = {"n_factors": [POSITIVE_INT], "regularization": [NONNEGATIVE],
+                              "init_std": [POSITIVE]}
     _contract_params = {"n_factors": 2, "max_iter": 3}
 
     def __init__(self, n_factors=3, regularization=0.1, max_iter=20, tol=1e-7, init_std=0.1,
-                 n_jobs=None, random_state=None, verbose=1, callbacks=None):
+                 n_jobs=None, random_state=None, verbose=0, callbacks=None):
         self.n_factors = n_factors
         self.regularization = regularization
         self.max_iter = max_iter
@@ -83,48 +80,42 @@ class BiasedBCD(FactorizationEstimator):
         self.callbacks = callbacks
 
     def _init_state(self, train):
-        check_positive_int(self.n_factors, "n_factors")
-        check_nonnegative(self.regularization, "regularization")
-        check_positive(self.init_std, "init_std")
-        check_nonnegative(self.tol, "tol")
-        resolve_n_jobs(self.n_jobs)
         rng = check_random_state(self.random_state)
-        k = self.n_factors
-        return ALSState(
+        P, Q = initial_factors(rng, train.n_users, train.n_items, self.n_factors, self.init_std)
+        return LayoutState(
             global_mean=0.0,
             user_bias=np.zeros(train.n_users),
             item_bias=np.zeros(train.n_items),
-            user_factors=rng.normal(0.0, self.init_std, (train.n_users, k)),
-            item_factors=rng.normal(0.0, self.init_std, (train.n_items, k)),
-            sides=RatingSides.from_train(train),
+            user_factors=P,
+            item_factors=Q,
+            layout=training_layout(train),
         )
 
     def _step(self, state, train):
-        s = state.sides
-        users, items, r = s.user_of_rating, s.user_items, s.user_ratings
+        s = state.layout
+        users, items, r = s.user_of_rating, s.user_items, s.ratings_csr
         item_of_csc, item_rows = s.item_users, s.item_of_rating  # item-CSR order
         reg = float(self.regularization) * s.nnz
-        with numba_threads(self.n_jobs):
-            dots = pair_dots(state.user_factors, state.item_factors, users, items)
-            state.user_bias = _row_means(s.user_counts, r - state.item_bias[items] - dots, users)
-            dots_i = pair_dots(state.user_factors, state.item_factors, item_of_csc, item_rows)
-            state.item_bias = _row_means(
-                s.item_counts, s.item_ratings - state.user_bias[item_of_csc] - dots_i, item_rows
-            )
-            try:
-                ridge_rows(s.user_indptr, items,
-                           r - state.user_bias[users] - state.item_bias[items],
-                           state.item_factors, reg, out=state.user_factors)
-                ridge_rows(s.item_indptr, item_of_csc,
-                           s.item_ratings - state.user_bias[item_of_csc]
-                           - state.item_bias[item_rows],
-                           state.user_factors, reg, out=state.item_factors)
-            except np.linalg.LinAlgError as exc:
-                raise StopFit(f"stopped: singular or non-finite row systems: {exc}") from exc
-            return {"objective": self.objective(state)}
+        dots = pair_dots(state.user_factors, state.item_factors, users, items)
+        state.user_bias = _row_means(s.user_counts, r - state.item_bias[items] - dots, users)
+        dots_i = pair_dots(state.user_factors, state.item_factors, item_of_csc, item_rows)
+        state.item_bias = _row_means(
+            s.item_counts, s.ratings_csc - state.user_bias[item_of_csc] - dots_i, item_rows
+        )
+        try:
+            ridge_rows(s.user_indptr, items,
+                       r - state.user_bias[users] - state.item_bias[items],
+                       state.item_factors, reg, out=state.user_factors)
+            ridge_rows(s.item_indptr, item_of_csc,
+                       s.ratings_csc - state.user_bias[item_of_csc]
+                       - state.item_bias[item_rows],
+                       state.user_factors, reg, out=state.item_factors)
+        except np.linalg.LinAlgError as exc:
+            raise StopFit(f"stopped: singular or non-finite row systems: {exc}") from exc
+        return {"objective": self.objective(state)}
 
     def objective(self, state) -> float:
         """``F`` of the module docstring at ``state``."""
-        sse = float(np.sum(residuals(state, state.sides) ** 2))
+        sse = float(np.sum(residuals(state, state.layout) ** 2))
         pen = float(np.sum(state.user_factors ** 2) + np.sum(state.item_factors ** 2))
-        return sse / state.sides.nnz + float(self.regularization) * pen
+        return sse / state.layout.nnz + float(self.regularization) * pen

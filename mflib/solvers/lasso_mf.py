@@ -1,18 +1,24 @@
 """Lasso matrix factorisation: L1-penalised factors by alternating Lasso subproblems.
 
-Model ``r_hat = p_u . q_i``. Two conventions (``regularization_scale``), with
-``lambda = regularization`` and ``S = sum_Omega (r_ui - p_u . q_i)^2``:
+Model ``r_hat = p_u . q_i``. With ``lambda = regularization``,
+``S = sum_Omega (r_ui - p_u . q_i)^2`` and ``|.|_1`` the L1 norm, every convention
+(``regularization_scale``) minimises
 
-``"course"`` (the formula of the SPEC)
-    ``F = S / |Omega| + lambda (sum_u |p_u|_1 + sum_i |q_i|_1)``. With ``Q`` fixed, ``F``
-    splits over users; times ``|Omega|``, user ``u`` solves
-    ``sum_{i in Omega_u} (r_ui - p . q_i)^2 + lambda |Omega| |p|_1``. The penalty of one
-    row is ``|Omega|`` times its squared error scale, so moderate ``lambda`` (0.1 on
-    ratings 1-5) zeroes every factor.
-``"weighted"`` (one scikit-learn ``Lasso(alpha=lambda, fit_intercept=False)`` per row)
-    Row ``u`` solves ``(1 / (2 n_u)) sum_{i in Omega_u} (r_ui - p . q_i)^2 + lambda |p|_1``,
-    i.e. ``sum (...)^2 + 2 lambda n_u |p|_1``. Both half-steps minimise the one objective
-    ``F = S / |Omega| + (2 lambda / |Omega|) (sum_u n_u |p_u|_1 + sum_i n_i |q_i|_1)``.
+    F = ( S + sum_u alpha_u |p_u|_1 + sum_i alpha_i |q_i|_1 ) / |Omega|
+
+(recorded as ``objective``: the mean squared error plus the penalty per rating), and
+differs only in the row weights ``alpha``, as in :class:`~mflib.solvers.als.ALS`:
+
+``"sum"``       ``alpha_r = lambda``;
+``"weighted"``  ``alpha_r = lambda n_r`` (``n_r`` the row's rating count);
+``"course"``    ``alpha_r = lambda |Omega|``, i.e. ``F = S / |Omega| + lambda (sum |p_u|_1 +
+                sum |q_i|_1)`` (the formula of the SPEC). The penalty of one row is
+                ``|Omega|`` times its squared error scale, so moderate ``lambda`` (0.1 on
+                ratings 1-5) zeroes every factor;
+``"sklearn"``   one scikit-learn ``Lasso(alpha=lambda, fit_intercept=False)`` per row, which
+                solves ``(1 / (2 n_r)) sum (...)^2 + lambda |x|_1``, i.e.
+                ``alpha_r = 2 lambda n_r`` (the course code's convention; ``"weighted"`` with
+                twice the ``lambda``).
 
 Each half-step solves all rows' Lasso problems at once by coordinate descent with
 soft-thresholding (:func:`mflib.kernels.lasso.lasso_rows`), warm-started from the
@@ -24,18 +30,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..base import FactorizationEstimator
+from ..data.layout import training_layout
 from ..kernels.lasso import lasso_rows
-from ..kernels.threads import numba_threads, resolve_n_jobs
-from ..validation import (
-    check_choice,
-    check_nonnegative,
-    check_positive,
-    check_positive_int,
-    check_random_state,
-)
-from .als import ALSState, RatingSides, residuals
+from ..validation import NONNEGATIVE, POSITIVE, POSITIVE_INT, Options, check_random_state
+from .state import LayoutState, initial_factors, residuals
 
-SCALES = ("weighted", "course")
+SCALES = ("sum", "weighted", "course", "sklearn")
 
 
 class LassoMF(FactorizationEstimator):
@@ -44,9 +44,9 @@ class LassoMF(FactorizationEstimator):
     Parameters
     ----------
     n_factors : int, default 3
-    regularization : float, default 0.1
+    regularization : float, default 0.2
         ``lambda`` of the L1 penalty.
-    regularization_scale : {"weighted", "course"}, default "weighted"
+    regularization_scale : {"sum", "weighted", "course", "sklearn"}, default "weighted"
         The convention; formulas in the module docstring.
     max_iter : int, default 20
         Outer iterations (one user and one item Lasso pass each).
@@ -61,7 +61,7 @@ class LassoMF(FactorizationEstimator):
     n_jobs : int or None, default None
         numba threads; results do not depend on it.
     random_state : int, Generator or None
-    verbose : int, default 1
+    verbose : int, default 0
     callbacks : list of callables, optional
 
     Attributes
@@ -74,11 +74,19 @@ class LassoMF(FactorizationEstimator):
         coordinate sweeps per row) per iteration.
     """
 
+    _parameter_constraints = {
+        "n_factors": [POSITIVE_INT],
+        "regularization": [NONNEGATIVE],
+        "regularization_scale": [Options(*SCALES)],
+        "max_sweeps": [POSITIVE_INT],
+        "sweep_tol": [NONNEGATIVE],
+        "init_std": [POSITIVE],
+    }
     _contract_params = {"n_factors": 2, "max_iter": 3}
 
-    def __init__(self, n_factors=3, regularization=0.1, regularization_scale="weighted",
+    def __init__(self, n_factors=3, regularization=0.2, regularization_scale="weighted",
                  max_iter=20, tol=1e-7, max_sweeps=50,
-                 sweep_tol=1e-6, init_std=0.1, n_jobs=None, random_state=None, verbose=1,
+                 sweep_tol=1e-6, init_std=0.1, n_jobs=None, random_state=None, verbose=0,
                  callbacks=None):
         self.n_factors = n_factors
         self.regularization = regularization
@@ -94,34 +102,23 @@ class LassoMF(FactorizationEstimator):
         self.callbacks = callbacks
 
     def _init_state(self, train):
-        check_positive_int(self.n_factors, "n_factors")
-        check_nonnegative(self.regularization, "regularization")
-        check_choice(self.regularization_scale, "regularization_scale", SCALES)
-        check_positive_int(self.max_sweeps, "max_sweeps")
-        check_nonnegative(self.sweep_tol, "sweep_tol")
-        check_positive(self.init_std, "init_std")
-        check_nonnegative(self.tol, "tol")
-        resolve_n_jobs(self.n_jobs)
         rng = check_random_state(self.random_state)
-        k = self.n_factors
-        return ALSState(
+        P, Q = initial_factors(rng, train.n_users, train.n_items, self.n_factors, self.init_std)
+        return LayoutState(
             global_mean=0.0,
-            user_factors=rng.normal(0.0, self.init_std, (train.n_users, k)),
-            item_factors=rng.normal(0.0, self.init_std, (train.n_items, k)),
-            sides=RatingSides.from_train(train),
+            user_factors=P,
+            item_factors=Q,
+            layout=training_layout(train),
         )
 
     def _step(self, state, train):
-        s = state.sides
+        s = state.layout
         alpha_u, alpha_i = self._row_alphas(s)
         options = {"max_sweeps": self.max_sweeps, "tol": self.sweep_tol}
-        with numba_threads(self.n_jobs):
-            _, sweeps_u = lasso_rows(s.user_indptr, s.user_items, s.user_ratings,
-                                     state.item_factors, alpha_u, out=state.user_factors,
-                                     **options)
-            _, sweeps_i = lasso_rows(s.item_indptr, s.item_users, s.item_ratings,
-                                     state.user_factors, alpha_i, out=state.item_factors,
-                                     **options)
+        _, sweeps_u = lasso_rows(s.user_indptr, s.user_items, s.ratings_csr,
+                                 state.item_factors, alpha_u, out=state.user_factors, **options)
+        _, sweeps_i = lasso_rows(s.item_indptr, s.item_users, s.ratings_csc,
+                                 state.user_factors, alpha_i, out=state.item_factors, **options)
         return {
             "objective": self.objective(state),
             "zero_fraction_P": float(np.mean(state.user_factors == 0)),
@@ -132,14 +129,16 @@ class LassoMF(FactorizationEstimator):
     def _row_alphas(self, s) -> tuple[np.ndarray, np.ndarray]:
         """L1 weight of each user's and each item's subproblem ``sum (...)^2 + alpha |x|_1``."""
         lam = float(self.regularization)
-        if self.regularization_scale == "course":
-            return (np.full(len(s.user_counts), lam * s.nnz),
-                    np.full(len(s.item_counts), lam * s.nnz))
-        return 2 * lam * s.user_counts.astype(float), 2 * lam * s.item_counts.astype(float)
+        scale = self.regularization_scale
+        if scale in ("sum", "course"):
+            value = lam * (s.nnz if scale == "course" else 1.0)
+            return np.full(s.n_users, value), np.full(s.n_items, value)
+        factor = 2.0 * lam if scale == "sklearn" else lam
+        return factor * s.user_counts.astype(float), factor * s.item_counts.astype(float)
 
     def objective(self, state) -> float:
         """``F`` of the module docstring at ``state`` (in the chosen convention)."""
-        s = state.sides
+        s = state.layout
         sse = float(np.sum(residuals(state, s) ** 2))
         alpha_u, alpha_i = self._row_alphas(s)
         l1 = float(np.abs(state.user_factors).sum(axis=1) @ alpha_u

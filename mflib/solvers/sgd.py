@@ -16,25 +16,28 @@ template, ``train_rmse`` / ``val_rmse``. The hot loops live in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 
 import numba
 import numpy as np
-import pandas as pd
-from sklearn.base import clone
 
 from ..base import FactorizationEstimator, FactorState
+from ..data.layout import TrainingLayout, training_layout
 from ..fitting import StopFit
 from ..kernels import sgd as kernels
 from ..validation import (
-    check_choice,
-    check_dtype,
-    check_nonnegative,
-    check_positive,
-    check_positive_int,
+    BOOLEAN,
+    DTYPE,
+    NONE,
+    NONNEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    Options,
     check_random_state,
 )
+from .state import initial_factors
 
 SCHEDULES = ("constant", "inverse", "exponential")
 PARALLEL_MODES = (None, False, "blocked", "hogwild")
@@ -56,25 +59,39 @@ def step_size(learning_rate: float, schedule: str, decay: float, epoch: int) -> 
 
 @dataclasses.dataclass
 class _Workspace:
-    """Arrays a fit reads or scribbles on but that are not part of the model; shared
-    (not copied) between a state and its copies."""
+    """What a fit reads or scribbles on besides the model: the shared training layout
+    (ratings in rating order), per-rating residuals and solver buffers. Shared, not
+    copied, between a state and its copies."""
 
-    users: np.ndarray
-    items: np.ndarray
-    ratings: np.ndarray
-    user_counts: np.ndarray
-    item_counts: np.ndarray
+    layout: TrainingLayout
     residuals: np.ndarray  # float64, one per rating
-    users32: np.ndarray  # int32 copies: half the bytes to stream in the SGD epoch
-    items32: np.ndarray
     extra: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(cls, train):
-        return cls(train.users.astype(np.int64), train.items.astype(np.int64), train.ratings,
-                   train.user_counts().astype(np.float64),
-                   train.item_counts().astype(np.float64), np.empty(train.nnz),
-                   train.users.astype(np.int32), train.items.astype(np.int32))
+        layout = training_layout(train)
+        return cls(layout, np.empty(layout.nnz))
+
+    # the names the kernels' callers use
+    @property
+    def users(self):
+        return self.layout.users
+
+    @property
+    def items(self):
+        return self.layout.items
+
+    @property
+    def ratings(self):
+        return self.layout.ratings
+
+    @functools.cached_property
+    def user_counts(self):
+        return self.layout.user_counts.astype(np.float64)
+
+    @functools.cached_property
+    def item_counts(self):
+        return self.layout.item_counts.astype(np.float64)
 
 
 @dataclasses.dataclass
@@ -155,30 +172,35 @@ def _norm(parts) -> float:
 class _StochasticMF(FactorizationEstimator):
     """Shared parameter checks, initialisation and per-epoch bookkeeping."""
 
+    _parameter_constraints = {
+        "n_factors": [POSITIVE_INT],
+        "learning_rate": [POSITIVE],
+        "regularization": [NONNEGATIVE],
+        "init_std": [NONNEGATIVE],
+        "schedule": [Options(*SCHEDULES)],
+        "decay": [NONE, NONNEGATIVE],
+        "dtype": [DTYPE],
+    }
+
     def _check_common(self):
-        check_positive_int(self.n_factors, "n_factors")
-        check_positive(self.learning_rate, "learning_rate")
-        check_nonnegative(self.regularization, "regularization")
-        check_nonnegative(self.init_std, "init_std")
-        check_choice(self.schedule, "schedule", SCHEDULES)
         decay = DEFAULT_DECAY[self.schedule] if self.decay is None else self.decay
-        check_nonnegative(decay, "decay")
         if self.schedule == "exponential" and not 0 < decay <= 1:
             raise ValueError(
                 f"decay must be in (0, 1] for the exponential schedule, got {decay!r}"
             )
         self._decay = float(decay)
-        return check_dtype(self.dtype)
+        return np.dtype(self.dtype)
 
     def _init_common(self, train, dtype) -> StochasticState:
         rng = check_random_state(self.random_state)
-        k = self.n_factors
+        P, Q = initial_factors(rng, train.n_users, train.n_items, self.n_factors, self.init_std,
+                               dtype)
         state = StochasticState(
             global_mean=float(train.ratings.mean()),
             user_bias=np.zeros(train.n_users, dtype=dtype),
             item_bias=np.zeros(train.n_items, dtype=dtype),
-            user_factors=rng.normal(0.0, self.init_std, (train.n_users, k)).astype(dtype),
-            item_factors=rng.normal(0.0, self.init_std, (train.n_items, k)).astype(dtype),
+            user_factors=P,
+            item_factors=Q,
             rng=rng,
             workspace=_Workspace.build(train),
         )
@@ -263,8 +285,10 @@ class SGD(_StochasticMF):
         Precision of the parameters (accumulations are float64).
     tol : float, default 0.0
         Stop when the relative change of the objective falls below ``tol`` (0: never).
+    n_jobs : int or None, default None
+        numba threads of the parallel modes (None: all).
     random_state : int, Generator or None
-    verbose : int, default 1
+    verbose : int, default 0
         Show a progress bar.
     callbacks : list of callables, optional
         ``cb(iteration, metrics, model) -> bool | None``.
@@ -285,12 +309,17 @@ class SGD(_StochasticMF):
         epoch is kept; lower ``learning_rate``).
     """
 
+    _parameter_constraints = {
+        "shuffle": [BOOLEAN],
+        "parallel": [Options(*PARALLEL_MODES)],
+        "n_blocks": [POSITIVE_INT],
+    }
     _contract_params = {"n_factors": 3, "max_iter": 3}
 
     def __init__(self, n_factors=100, learning_rate=0.005, regularization=0.02, max_iter=20,
                  schedule="constant", decay=None, init_std=0.1, shuffle=True, parallel=None,
-                 n_blocks=8, dtype="float64", tol=0.0, random_state=None, verbose=1,
-                 callbacks=None):
+                 n_blocks=8, dtype="float64", tol=0.0, n_jobs=None, random_state=None,
+                 verbose=0, callbacks=None):
         self.n_factors = n_factors
         self.learning_rate = learning_rate
         self.regularization = regularization
@@ -303,19 +332,19 @@ class SGD(_StochasticMF):
         self.n_blocks = n_blocks
         self.dtype = dtype
         self.tol = tol
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
 
     def _init_state(self, train):
         dtype = self._check_common()
-        check_choice(self.parallel, "parallel", PARALLEL_MODES)
-        check_positive_int(self.n_blocks, "n_blocks")
         if self.parallel == "blocked" and not self.shuffle:
             raise ValueError("parallel='blocked' shuffles within blocks; use shuffle=True")
         state = self._init_common(train, dtype)
         ws = state.workspace
-        ws.extra.update(users=np.empty_like(ws.users32), items=np.empty_like(ws.items32),
+        users32, items32 = ws.layout.index32
+        ws.extra.update(users=np.empty_like(users32), items=np.empty_like(items32),
                         ratings=np.empty_like(ws.ratings))
         if self.parallel == "blocked":
             g = self.n_blocks
@@ -348,12 +377,13 @@ class SGD(_StochasticMF):
             order, schedule = self._blocked_order(state)
         elif self.shuffle:
             order = state.rng.permutation(len(ws.ratings))
+        users32, items32 = ws.layout.index32
         if self.shuffle:  # gather into visiting order, so the kernel streams sequentially
-            users = np.take(ws.users32, order, out=ws.extra["users"])
-            items = np.take(ws.items32, order, out=ws.extra["items"])
+            users = np.take(users32, order, out=ws.extra["users"])
+            items = np.take(items32, order, out=ws.extra["items"])
             ratings = np.take(ws.ratings, order, out=ws.extra["ratings"])
         else:
-            users, items, ratings = ws.users32, ws.items32, ws.ratings
+            users, items, ratings = users32, items32, ws.ratings
         args = (users, items, ratings, state.global_mean, state.user_bias, state.item_bias,
                 state.user_factors, state.item_factors, self._current_step_size(state),
                 float(self.regularization))
@@ -406,8 +436,10 @@ class SVRG(_StochasticMF):
         history as ``n_clipped``. None (default) never clips.
     dtype : {"float64", "float32"}, default "float64"
     tol : float, default 0.0
+    n_jobs : int or None, default None
+        numba threads of the bookkeeping kernels (None: all).
     random_state : int, Generator or None
-    verbose : int, default 1
+    verbose : int, default 0
     callbacks : list of callables, optional
 
     Attributes
@@ -415,12 +447,17 @@ class SVRG(_StochasticMF):
     As :class:`SGD`; the history also has ``n_clipped`` when ``clip_norm`` is set.
     """
 
+    _parameter_constraints = {
+        "batch_size": [POSITIVE_INT],
+        "inner_steps": [NONE, POSITIVE_INT],
+        "clip_norm": [NONE, POSITIVE],
+    }
     _contract_params = {"n_factors": 3, "max_iter": 3, "batch_size": 10}
 
     def __init__(self, n_factors=100, learning_rate=0.005, regularization=0.02,
                  batch_size=100, inner_steps=None, max_iter=20, schedule="exponential",
                  decay=None, init_std=0.1, clip_norm=None, dtype="float64", tol=0.0,
-                 random_state=None, verbose=1, callbacks=None):
+                 n_jobs=None, random_state=None, verbose=0, callbacks=None):
         self.n_factors = n_factors
         self.learning_rate = learning_rate
         self.regularization = regularization
@@ -433,17 +470,13 @@ class SVRG(_StochasticMF):
         self.clip_norm = clip_norm
         self.dtype = dtype
         self.tol = tol
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
 
     def _init_state(self, train):
         dtype = self._check_common()
-        check_positive_int(self.batch_size, "batch_size")
-        if self.inner_steps is not None:
-            check_positive_int(self.inner_steps, "inner_steps")
-        if self.clip_norm is not None:
-            check_positive(self.clip_norm, "clip_norm")
         state = self._init_common(train, dtype)
         ws = state.workspace
         k = self.n_factors
@@ -496,38 +529,3 @@ class SVRG(_StochasticMF):
         if self.clip_norm is not None:
             metrics["n_clipped"] = int(n_clipped)
         return metrics
-
-
-def learning_rate_table(estimator, learning_rates, train, validation) -> pd.DataFrame:
-    """Fit a clone of ``estimator`` per learning rate and tabulate its validation RMSE.
-
-    Parameters
-    ----------
-    estimator : SGD or SVRG (any estimator with a ``learning_rate`` parameter)
-    learning_rates : sequence of float
-    train, validation : RatingMatrix
-
-    Returns
-    -------
-    DataFrame, one row per learning rate: ``solver``, ``learning_rate``,
-    ``best_val_rmse`` and its ``best_epoch``, ``final_val_rmse``, ``seconds_per_epoch``
-    (solver time) and ``stop_reason``. A fit that diverges in its first epoch has NaN
-    scores (its stop reason says so).
-    """
-    rows = []
-    for lr in learning_rates:
-        model = clone(estimator).set_params(learning_rate=lr)
-        model.fit(train, eval_set=validation)
-        h = model.history_
-        val = h["val_rmse"] if len(h) else np.array([np.nan])
-        best = int(np.nanargmin(val)) if np.isfinite(val).any() else 0
-        rows.append({
-            "solver": type(model).__name__,
-            "learning_rate": lr,
-            "best_val_rmse": float(val[best]),
-            "best_epoch": best + 1 if len(h) else 0,
-            "final_val_rmse": float(val[-1]),
-            "seconds_per_epoch": float(h["time"][-1] / len(h)) if len(h) else np.nan,
-            "stop_reason": model.stop_reason_,
-        })
-    return pd.DataFrame(rows)

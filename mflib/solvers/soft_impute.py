@@ -35,23 +35,22 @@ soft-thresholds the SVD of ``M V`` and returns the same kind of solution.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
-import functools
-import time
 
 import numpy as np
-import pandas as pd
 import scipy.sparse.linalg as spla
-from threadpoolctl import ThreadpoolController
 
-from ..backend import get_namespace, to_device, to_numpy
+from .. import execution
+from ..backend import to_device, to_numpy
 from ..base import FactorizationEstimator, FactorState
+from ..data.layout import training_layout
 from ..data.ratings import RatingMatrix, as_rating_matrix
 from ..kernels.lowrank import (
-    array_module,
-    observed_pattern,
+    augment_basis,
+    dense_objective,
+    nuclear_objective,
+    orthonormal,
+    relative_change,
     residuals_on_pairs,
     sparse_plus_low_rank,
     splr_matmat,
@@ -60,117 +59,56 @@ from ..kernels.lowrank import (
     with_values,
 )
 from ..validation import (
-    check_choice,
+    BOOLEAN,
+    NONNEGATIVE,
+    POSITIVE_INT,
+    Options,
     check_fraction,
-    check_nonnegative,
     check_positive_int,
     check_random_state,
 )
-from .baselines import BiasBaseline
+from . import baselines
+from .baselines import CENTER_CONSTRAINT
 
-CENTERS = (None, "mean", "biases")
 ACCELERATIONS = (None, "nesterov")
 #: largest users x items product the dense reference path will materialise
 DENSE_CELL_LIMIT = 25_000_000
 
 
 # ---------------------------------------------------------------------------- helpers
-def center_ratings(train: RatingMatrix, center, bias_regularization=10.0):
-    """Offsets removed before completion and the centred ratings.
-
-    Parameters
-    ----------
-    train : RatingMatrix
-    center : {None, "mean", "biases"}
-        None fits the raw ratings (as the original prototype did), "mean" removes the
-        global mean, "biases" removes the regularised bias baseline ``mu + b_u + c_i``.
-    bias_regularization : float
-        Ridge penalty of the bias baseline (``center="biases"`` only).
-
-    Returns
-    -------
-    (global_mean, user_bias or None, item_bias or None, centred ratings of shape (nnz,))
-    """
-    check_choice(center, "center", CENTERS)
-    if center is None:
-        return 0.0, None, None, train.ratings.copy()
-    mu = float(train.ratings.mean())
-    if center == "mean":
-        return mu, None, None, train.ratings - mu
-    base = BiasBaseline(regularization=bias_regularization, verbose=0).fit(train)
-    b, c = base.user_bias_, base.item_bias_
-    return mu, b, c, train.ratings - mu - b[train.users] - c[train.items]
-
-
 def lambda_max(train: RatingMatrix, center="biases", bias_regularization=10.0,
                random_state=0) -> float:
-    """Largest singular value of ``P_Omega(X)`` for the centred ratings ``X``.
+    """Largest singular value of ``P_Omega(X)`` for the ratings ``X`` centred by
+    ``center`` (see :func:`mflib.solvers.baselines.center`).
 
     Every ``regularization >= lambda_max`` gives ``Z = 0``: the top of the lambda path.
     """
-    *_, target = center_ratings(train, center, bias_regularization)
-    X = train.with_ratings(target).to_csr()
+    layout = training_layout(train)
+    values = baselines.center(train, center, bias_regularization).values
+    X = layout.csr_matrix(layout.to_csr(values))
     if min(X.shape) == 1:  # a single row or column: its norm
         return float(np.sqrt(X.multiply(X).sum()))
     v0 = check_random_state(random_state).standard_normal(min(X.shape))
     return float(spla.svds(X, k=1, v0=v0, return_singular_vectors=False)[0])
 
 
-def nuclear_objective(residuals, singular_values, regularization) -> float:
-    """``1/2 |P_Omega(X - Z)|^2 + lambda |Z|_*`` from the residuals on Omega and ``s``."""
-    xp = array_module(residuals)
-    return float(0.5 * xp.dot(residuals, residuals) + regularization * singular_values.sum())
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller():
-    return ThreadpoolController()
-
-
-def _single_threaded_blas(xp):
-    """One BLAS thread for the small dense QR/SVDs of an iteration.
-
-    The iteration also runs numba ``prange`` kernels; their OpenMP threads keep
-    spinning after a parallel region and starve OpenBLAS's own threads, which made a
-    1682 x 205 SVD 20-50x slower (0.7 s instead of 0.03 s) on a 2-core machine.
-    """
-    if xp is not np:
-        return contextlib.nullcontext()
-    return _blas_controller().limit(limits=1, user_api="blas")
-
-
-def _orthonormal(xp, A):
-    return xp.linalg.qr(A, mode="reduced")[0]
-
-
-def _random_orthonormal(xp, n, k, seed):
-    G = np.random.default_rng(seed).standard_normal((n, k))
-    return _orthonormal(xp, to_device(G, xp)) if k else xp.zeros((n, 0))
-
-
-def _relative_change(xp, U0, s0, V0, U1, s1, V1) -> float:
-    """``|Z1 - Z0|_F^2 / max(|Z0|_F^2, |Z1|_F^2)`` from the factors, never forming Z."""
-    cross = float(xp.sum((s1[:, None] * (U1.T @ U0)) * ((V1.T @ V0) * s0[None, :])))
-    old, new = float(s0 @ s0), float(s1 @ s1)
-    change = max(new + old - 2.0 * cross, 0.0)
-    # relative to the larger of the two, so the first step from Z = 0 reads 1, not inf
-    return change / max(old, new) if max(old, new) > 0 else 0.0
-
-
 class _Problem:
-    """Data of one fit, shared (not copied) between state snapshots.
-
-    ``observed``/``users``/``items`` are ordered like ``pattern``'s stored values.
-    """
+    """Data of one fit, shared (not copied) between state snapshots: the training
+    layout's CSR structure (``pattern``, on the device) and the centred ratings
+    ``observed`` with their ``users``/``items``, all in CSR order."""
 
     def __init__(self, train, target, xp):
         self.xp = xp
-        pattern, order = observed_pattern(train.users, train.items, train.shape, xp)
+        layout = training_layout(train)
+        pattern = layout.csr_matrix(np.zeros(layout.nnz))
+        if xp is not np:
+            import cupyx.scipy.sparse as csp  # noqa: PLC0415
+
+            pattern = csp.csr_matrix(pattern)
         self.pattern = pattern
-        index = np.int32 if max(train.shape) < 2**31 else np.int64
-        self.users = to_device(train.users[order].astype(index), xp)
-        self.items = to_device(train.items[order].astype(index), xp)
-        self.observed = to_device(np.ascontiguousarray(target[order]), xp)
+        self.users = to_device(layout.user_of_rating, xp)
+        self.items = to_device(layout.user_items, xp)
+        self.observed = to_device(layout.to_csr(target), xp)
         self.shape = train.shape
         self.dense = None  # X with zeros off Omega, and the mask (dense path only)
 
@@ -212,7 +150,6 @@ class SoftImputeState(FactorState):
     momentum_t: float = 1.0
     rank_capped: bool = False  # the last step had more than max_rank values above lambda
     n_steps: int = 0
-    last_objective: float = np.nan
     grown_at: int = 0  # step at which the working subspace last grew
     seed: int = 0
     problem: object = None
@@ -241,20 +178,24 @@ class SoftImputeState(FactorState):
         return dataclasses.replace(self)
 
 
-class _NuclearNormCompletion(FactorizationEstimator):
+class NuclearNormCompletion(FactorizationEstimator):
     """What SoftImpute and SoftImputeALS share: centring, devices, warm starts, output."""
 
-    def _check_common(self):
-        check_nonnegative(self.regularization, "regularization")
-        check_choice(self.center, "center", CENTERS)
-        check_nonnegative(self.bias_regularization, "bias_regularization")
+    _parameter_constraints = {
+        "regularization": [NONNEGATIVE],
+        "center": CENTER_CONSTRAINT,
+        "bias_regularization": [NONNEGATIVE],
+        "convergence": [Options("objective", "factors")],
+        "warm_start": [BOOLEAN],
+    }
+    _devices = ("cpu", "gpu")
 
     def _setup(self, train):
-        self._check_common()
-        xp = get_namespace(self.device)  # raises DeviceError for 'gpu' without one
-        mu, b, c, target = center_ratings(train, self.center, self.bias_regularization)
+        xp = execution.current().xp
+        offsets = baselines.center(train, self.center, self.bias_regularization)
         rng = check_random_state(self.random_state)
-        return xp, _Problem(train, target, xp), (mu, b, c), int(rng.integers(2**62))
+        return (xp, _Problem(train, offsets.values, xp),
+                (offsets.mean, offsets.user_bias, offsets.item_bias), int(rng.integers(2**62)))
 
     def _warm_factors(self, train, xp):
         """Previous solution ``(U, s, V)`` when ``warm_start`` applies, else None."""
@@ -282,28 +223,25 @@ class _NuclearNormCompletion(FactorizationEstimator):
         self.objective_ = nuclear_objective(state.residuals, state.singular_values,
                                             self.regularization)
 
-    # _step reports convergence itself (after a few steps, see _converged); a key that is
-    # never recorded disables run_loop's own test
-    _monitor = "_unused"
     #: steps before the tolerance test applies: a fresh subspace may not yet show the
     #: directions above lambda, and an unchanged Z = 0 is not convergence
     _min_steps = 4
 
+    # run_loop's tolerance test watches the relative change of Z (itself a change) or
+    # the objective's relative change, as ``convergence`` says
+    @property
+    def _monitor(self):
+        return "relative_change" if self.convergence == "factors" else "objective"
+
+    @property
+    def _monitor_change(self):
+        return self.convergence == "factors"
+
     def _step(self, state, train):
-        with _single_threaded_blas(state.problem.xp):
-            return self._iterate(state)
-
-    def _converged(self, state, metrics) -> bool:
-        previous, state.last_objective = state.last_objective, metrics["objective"]
-        if state.n_steps < self._min_steps or not self.tol > 0:
-            return False
-        if self.convergence == "factors":
-            return metrics["relative_change"] < self.tol
-        new = metrics["objective"]
-        return abs(previous - new) / max(abs(previous), abs(new), 1e-300) < self.tol
+        return self._iterate(state)
 
 
-class SoftImpute(_NuclearNormCompletion):
+class SoftImpute(NuclearNormCompletion):
     """Nuclear-norm matrix completion by soft-thresholded SVDs (Mazumder et al. 2010).
 
     Minimises ``1/2 |P_Omega(X - Z)|_F^2 + regularization * |Z|_*`` over ``Z``, where
@@ -347,11 +285,11 @@ class SoftImpute(_NuclearNormCompletion):
         acceleration theory rests on, and the extrapolated point would double the
         working subspace at the cap (about 4x the cost per step at rank 100). None: the
         plain iteration of Mazumder et al.
-    center : {"biases", "mean", None}, default "biases"
-        Offset removed before completion (see :func:`center_ratings`); None fits the
-        raw ratings.
+    center : {"biases", "mean", "none"}, default "biases"
+        Offset removed before completion (:func:`mflib.solvers.baselines.center`);
+        "none" fits the raw ratings.
     bias_regularization : float, default 10.0
-        Ridge penalty of the bias baseline when ``center="biases"``.
+        ``lambda`` of the bias baseline removed first (``center="biases"``).
     convergence : {"factors", "objective"}, default "factors"
         Stop when the relative change of ``Z`` (``relative_change`` =
         ``|Z_k+1 - Z_k|^2 / max(|Z_k|^2, |Z_k+1|^2)``, as the softImpute R package), or
@@ -367,7 +305,9 @@ class SoftImpute(_NuclearNormCompletion):
         Seeds the starting subspace.
     device : {"cpu", "gpu", "auto"}, default "cpu"
         "gpu" runs on CuPy and raises :class:`mflib.backend.DeviceError` without a GPU.
-    verbose : int, default 1
+    n_jobs : int or None, default None
+        numba threads of the residual kernels (None: all).
+    verbose : int, default 0
     callbacks : list of callables, optional
 
     Attributes
@@ -387,12 +327,19 @@ class SoftImpute(_NuclearNormCompletion):
         a restart) and ``restarted``.
     """
 
+    _parameter_constraints = {
+        "max_rank": [POSITIVE_INT],
+        "rank_margin": [POSITIVE_INT],
+        "init_rank": [POSITIVE_INT],
+        "algorithm": [Options("subspace", "dense")],
+        "acceleration": [Options(*ACCELERATIONS)],
+    }
     _contract_params = {"max_iter": 3, "regularization": 5.0, "max_rank": 5, "init_rank": 3}
 
     def __init__(self, regularization=10.0, *, max_rank=100, rank_margin=5, init_rank=10,
                  algorithm="subspace", acceleration="nesterov", center="biases",
                  bias_regularization=10.0, convergence="factors", max_iter=100, tol=1e-5,
-                 warm_start=False, random_state=None, device="cpu", verbose=1,
+                 warm_start=False, random_state=None, device="cpu", n_jobs=None, verbose=0,
                  callbacks=None):
         self.regularization = regularization
         self.max_rank = max_rank
@@ -408,16 +355,11 @@ class SoftImpute(_NuclearNormCompletion):
         self.warm_start = warm_start
         self.random_state = random_state
         self.device = device
+        self.n_jobs = n_jobs
         self.verbose = verbose
         self.callbacks = callbacks
 
     def _init_state(self, train):
-        check_positive_int(self.max_rank, "max_rank")
-        check_positive_int(self.rank_margin, "rank_margin")
-        check_positive_int(self.init_rank, "init_rank")
-        check_choice(self.algorithm, "algorithm", ("subspace", "dense"))
-        check_choice(self.acceleration, "acceleration", ACCELERATIONS)
-        check_choice(self.convergence, "convergence", ("objective", "factors"))
         xp, problem, (mu, b, c), seed = self._setup(train)
         if self.algorithm == "dense":
             problem.build_dense()
@@ -433,9 +375,8 @@ class SoftImpute(_NuclearNormCompletion):
             # cold start: power steps on M = P_Omega(X) turn the random start into a
             # rough top subspace, so the first steps already find directions
             S = with_values(problem.pattern, problem.observed)
-            with _single_threaded_blas(xp):
-                for _ in range(3):
-                    state.subspace = _orthonormal(xp, S.T @ _orthonormal(xp, S @ state.subspace))
+            for _ in range(3):
+                state.subspace = orthonormal(xp, S.T @ orthonormal(xp, S @ state.subspace))
         return state
 
     @staticmethod
@@ -448,7 +389,7 @@ class SoftImpute(_NuclearNormCompletion):
             (basis.shape[0], missing)), xp)
         if basis.shape[1]:  # project out the basis so the completion stays orthonormal
             extra -= basis @ (basis.T @ extra)
-        return xp.concatenate([basis, _orthonormal(xp, extra)], axis=1)
+        return xp.concatenate([basis, orthonormal(xp, extra)], axis=1)
 
     # ------------------------------------------------------------------ one iteration
     def _iterate(self, state):
@@ -493,7 +434,7 @@ class SoftImpute(_NuclearNormCompletion):
             "train_rmse": float(xp.sqrt(xp.mean(step["residuals"] ** 2))),
             "rank": rank,
             "working_rank": width,
-            "relative_change": _relative_change(xp, *current[:3], U, s, V),
+            "relative_change": relative_change(xp, *current[:3], U, s, V),
             "rank_capped": n_above > self.max_rank,
         }
         if self.acceleration is not None:
@@ -503,8 +444,7 @@ class SoftImpute(_NuclearNormCompletion):
         # accelerated ones around it, so with acceleration only accelerated steps are
         # tested: the stricter reading of the tolerance
         plain_step = accelerating and (restarted or momentum == 0)
-        if self._converged(state, metrics) and not plain_step:
-            metrics["converged"] = True
+        metrics["check_tolerance"] = state.n_steps >= self._min_steps and not plain_step
         return metrics
 
     def _momentum(self, state):
@@ -569,7 +509,7 @@ class SoftImpute(_NuclearNormCompletion):
         row_side = state.n_steps % 2 == 0
         basis = state.subspace
         if augment:  # the previous iterate's side too
-            basis = _augment_basis(xp, basis, state.previous[2 if row_side else 0])
+            basis = augment_basis(xp, basis, state.previous[2 if row_side else 0])
         if row_side:
             left, sigma, rot_t = thin_svd(splr_matmat(S, U, s, V, basis))
             return left, sigma, basis @ rot_t.T
@@ -586,157 +526,13 @@ class SoftImpute(_NuclearNormCompletion):
         return left, sigma, right_t.T
 
 
-def _augment_basis(xp, basis, extra):
-    """Orthonormal columns spanning ``basis`` (orthonormal, kept first) and ``extra``."""
-    n, width = basis.shape
-    if extra.shape[1] == 0:
-        return basis
-    if width + extra.shape[1] >= n:  # small problems: the whole space
-        return _orthonormal(xp, xp.concatenate([basis, extra,
-                                                 xp.eye(n, dtype=basis.dtype)], axis=1))
-    # projected out twice, normalised, and once more: orthogonal to basis to rounding
-    # even where extra lies almost inside span(basis) (as it does near convergence)
-    extra = extra - basis @ (basis.T @ extra)
-    extra = _orthonormal(xp, extra - basis @ (basis.T @ extra))
-    extra = _orthonormal(xp, extra - basis @ (basis.T @ extra))
-    return xp.concatenate([basis, extra], axis=1)
-
-
-def dense_objective(X, mask, Z, regularization) -> float:
-    """Reference objective ``1/2 |mask * (X - Z)|_F^2 + lambda |Z|_*`` on dense arrays."""
-    R = np.where(mask, X - Z, 0.0)
-    return float(0.5 * np.sum(R * R) + regularization * np.linalg.svd(Z, compute_uv=False).sum())
-
-
 # ============================================================================ ALS
-class SoftImputeALS(_NuclearNormCompletion):
-    """softImpute-ALS (Hastie, Mazumder, Lee & Zadeh 2015): rank-``n_factors`` ALS form.
-
-    Minimises ``1/2 |P_Omega(X - A B^T)|^2 + regularization/2 (|A|^2 + |B|^2)`` with
-    ``A = U D``, ``B = V D`` (``U``, ``V`` orthonormal). Each half-step solves the ridge
-    problem against the completed matrix ``S + A B^T`` (sparse plus low rank) in closed
-    form and re-balances the factors by a small SVD, so the objective never rises. When
-    ``n_factors`` is at least the rank of the SoftImpute solution, the minimum equals
-    that of (1) and the solutions coincide. After the last iteration the SVD of
-    ``M V`` is soft-thresholded, which removes directions that shrank to zero.
-
-    Parameters
-    ----------
-    regularization : float, default 10.0
-    n_factors : int, default 20
-        Rank bound of ``A`` and ``B``.
-    center, bias_regularization, convergence, max_iter, tol, warm_start, random_state,
-    device, verbose, callbacks :
-        As in :class:`SoftImpute`.
-
-    Attributes
-    ----------
-    As :class:`SoftImpute`. The history records ``objective`` (the ALS objective,
-    equal to (1) at the balanced factors), ``rank`` (factors with ``d > 0``),
-    ``relative_change`` and the RMSEs.
-    """
-
-    _contract_params = {"max_iter": 3, "regularization": 5.0, "n_factors": 3}
-
-    def __init__(self, regularization=10.0, *, n_factors=20, center="biases",
-                 bias_regularization=10.0, convergence="factors", max_iter=100, tol=1e-5,
-                 warm_start=False, random_state=None, device="cpu", verbose=1,
-                 callbacks=None):
-        self.regularization = regularization
-        self.n_factors = n_factors
-        self.center = center
-        self.bias_regularization = bias_regularization
-        self.convergence = convergence
-        self.max_iter = max_iter
-        self.tol = tol
-        self.warm_start = warm_start
-        self.random_state = random_state
-        self.device = device
-        self.verbose = verbose
-        self.callbacks = callbacks
-
-    def _init_state(self, train):
-        check_positive_int(self.n_factors, "n_factors")
-        check_choice(self.convergence, "convergence", ("objective", "factors"))
-        xp, problem, (mu, b, c), seed = self._setup(train)
-        n_users, n_items = train.shape
-        r = min(self.n_factors, n_users, n_items)
-        state = SoftImputeState(mu, b, c, seed=seed, problem=problem)
-        warm = self._warm_factors(train, xp)
-        if warm is None:
-            # Z = 0 with U random orthonormal and D = I, the paper's start (B = 0)
-            U = _random_orthonormal(xp, n_users, r, [seed, 0])
-            state.scales = xp.ones(r)
-            state.set_factors(U, xp.zeros(r), xp.zeros((n_items, r)))
-        else:
-            U, s, V = warm
-            k = s.shape[0]
-            U = SoftImpute._fill_subspace(xp, U[:, :r], r, seed, 0)
-            V = SoftImpute._fill_subspace(xp, V[:, :r], r, seed, 1)
-            s = xp.concatenate([s[:r], xp.zeros(max(r - k, 0))])
-            # directions with s = 0 restart from a small D, since a zero D stays zero
-            state.scales = xp.where(s > 0, xp.sqrt(s), 1e-3)
-            state.set_factors(U, state.scales**2, V)
-        return state
-
-    def _half_step(self, state, transpose: bool):
-        """Update ``B`` (``transpose=False``) or ``A``, then re-balance by an SVD."""
-        xp, problem, lam = state.problem.xp, state.problem, float(self.regularization)
-        U, V, d = state.left, state.right, state.scales
-        S = with_values(problem.pattern, state.residuals)  # residuals of U d^2 V^T
-        ridge = d / (d * d + lam)
-        if not transpose:  # B~ = (D^2 + lam)^-1 D U^T X*, as columns: n_items x r
-            new = (S.T @ U) * ridge + V * (d**3 / (d * d + lam))
-            vecs, sig, rot_t = thin_svd(new * d)
-            U, V = U @ rot_t.T, vecs
-        else:
-            new = (S @ V) * ridge + U * (d**3 / (d * d + lam))
-            vecs, sig, rot_t = thin_svd(new * d)
-            U, V = vecs, V @ rot_t.T
-        d = xp.sqrt(sig)
-        state.scales = d
-        state.set_factors(U, d * d, V)
-
-    def _iterate(self, state):
-        xp = state.problem.xp
-        U0, s0, V0 = state.left, state.singular_values, state.right
-        self._half_step(state, transpose=False)
-        self._half_step(state, transpose=True)
-        state.n_steps += 1
-        s = state.singular_values
-        metrics = {
-            "objective": nuclear_objective(state.residuals, s, float(self.regularization)),
-            "train_rmse": float(xp.sqrt(xp.mean(state.residuals ** 2))),
-            "rank": int((s > 0).sum()),
-            "relative_change": _relative_change(xp, U0, s0, V0, state.left, s, state.right),
-        }
-        if self._converged(state, metrics):
-            metrics["converged"] = True
-        return metrics
-
-    # the final soft-thresholded SVD (Hastie et al. 2015, Algorithm 3.1, step 4) comes after
-    # the last recorded iteration
-    _history_describes_final_model = False
-
-    def _finalize(self, state):
-        with _single_threaded_blas(state.problem.xp):
-            self._soft_threshold_row_space(state)
-        super()._finalize(state)
-
-    def _soft_threshold_row_space(self, state):
-        """The SVD of ``M V`` soft-thresholded: the exact minimiser of (1) over row space V."""
-        problem, lam = state.problem, float(self.regularization)
-        U, s, V = state.left, state.singular_values, state.right
-        S = with_values(problem.pattern, state.residuals)
-        left, sigma, rot_t = thin_svd(splr_matmat(S, U, s, V, V))
-        keep = int((sigma > lam).sum())
-        state.set_factors(left[:, :keep], sigma[:keep] - lam, (V @ rot_t.T)[:, :keep])
-
-
 # ============================================================================ path
 def soft_impute_path(train, val, *, estimator=None, lambdas=None, n_lambdas=10,
-                     lambda_min_ratio=0.02, verbose=0):
+                     lambda_min_ratio=0.02):
     """Fit a decreasing grid of ``lambda`` with warm starts; pick ``lambda`` on ``val``.
+
+    A :func:`mflib.experiment.sweep` over ``regularization`` with ``warm_start=True``.
 
     Parameters
     ----------
@@ -745,69 +541,46 @@ def soft_impute_path(train, val, *, estimator=None, lambdas=None, n_lambdas=10,
         Validation ratings; the selected ``lambda`` has the lowest validation RMSE.
     estimator : SoftImpute or SoftImputeALS, optional
         Template whose other parameters are used (cloned; ``warm_start`` is set).
-        Default ``SoftImpute(verbose=0)``.
+        Default ``SoftImpute()``.
     lambdas : sequence of float, optional
         The grid (fitted in decreasing order). Default: ``n_lambdas`` values spaced
         geometrically from :func:`lambda_max` down to ``lambda_min_ratio * lambda_max``.
     n_lambdas : int, default 10
     lambda_min_ratio : float in (0, 1), default 0.02
-    verbose : int, default 0
-        Progress bar of each fit.
 
     Returns
     -------
     path : DataFrame
-        One row per ``lambda``: ``lambda``, ``rank``, ``objective``, ``train_rmse``,
-        ``val_rmse``, ``n_iter``, ``time`` (solver seconds), ``stop_reason``, ``selected``.
+        One row per ``lambda`` (column ``regularization``): the columns of
+        :func:`mflib.experiment.sweep`, ``rank`` and ``selected``.
     best : fitted estimator
-        A copy of the model at the selected ``lambda``.
+        A copy of the model at the selected ``lambda`` (``warm_start=False``).
     """
-    from sklearn.base import clone  # noqa: PLC0415
+    from ..experiment import sweep  # noqa: PLC0415  (the experiment API imports solvers)
 
     train = as_rating_matrix(train)
-    model = clone(estimator if estimator is not None else SoftImpute(verbose=0))
+    val = val if isinstance(val, RatingMatrix) else as_rating_matrix(*val, name="val")
+    template = estimator if estimator is not None else SoftImpute()
     if lambdas is None:
         check_positive_int(n_lambdas, "n_lambdas")
         check_fraction(lambda_min_ratio, "lambda_min_ratio", allow_zero=False)
-        top = lambda_max(train, model.center, model.bias_regularization)
+        top = lambda_max(train, template.center, template.bias_regularization)
         lambdas = top * np.geomspace(1.0, lambda_min_ratio, n_lambdas)
     lambdas = np.sort(np.asarray(lambdas, dtype=float))[::-1]
     if lambdas.size == 0 or not np.all(lambdas >= 0):
         raise ValueError(f"lambdas must be a non-empty list of values >= 0, got {lambdas!r}")
-    model.set_params(warm_start=True, verbose=verbose)
-    rows, best, best_rmse = [], None, np.inf
-    for lam in lambdas:
-        t0 = time.perf_counter()
-        model.set_params(regularization=float(lam)).fit(train, eval_set=val)
-        h = model.history_
-        rows.append({
-            "lambda": float(lam),
-            "rank": model.rank_,
-            "objective": model.objective_,
-            "train_rmse": float(h["train_rmse"][-1]) if len(h) else np.nan,
-            "val_rmse": -model.score(*_as_pairs(val)),
-            "n_iter": model.n_iter_,
-            "time": float(h["time"][-1]) if len(h) else 0.0,
-            "wall_time": time.perf_counter() - t0,
-            "stop_reason": model.stop_reason_,
-        })
-        if rows[-1]["val_rmse"] < best_rmse:
-            best, best_rmse = copy.deepcopy(model), rows[-1]["val_rmse"]
-    path = pd.DataFrame(rows)
-    path["selected"] = path["val_rmse"] == best_rmse
-    best.set_params(warm_start=False)
+    path, models = sweep(template, {"regularization": [float(v) for v in lambdas]},
+                         train=train, validation=val, warm_start=True,
+                         record={"rank": lambda m: m.rank_}, return_models=True)
+    chosen = int(np.argmin(path["val_rmse"].to_numpy()))
+    path["selected"] = np.arange(len(path)) == chosen
+    best = models[chosen].set_params(warm_start=False)
     return path, best
-
-
-def _as_pairs(val):
-    return (val, None) if isinstance(val, RatingMatrix) else tuple(val)
 
 
 __all__ = [
     "SoftImpute",
-    "SoftImputeALS",
     "SoftImputeState",
-    "center_ratings",
     "dense_objective",
     "lambda_max",
     "nuclear_objective",

@@ -4,8 +4,11 @@ For ``U`` with orthonormal columns (items x k) the user factors are eliminated i
 closed form, one ridge problem per user on the centred ratings ``r~`` (users x items,
 observed set Omega, ``N = |Omega|``):
 
-    w_u(U) = (U_Iu^T U_Iu + lam^2 I)^-1 U_Iu^T r~_u
-    f(U)   = 1/(2N) sum_u ( |r~_u - U_Iu w_u|^2 + lam^2 |w_u|^2 )      (a sum over users)
+    w_u(U) = (U_Iu^T U_Iu + lam I)^-1 U_Iu^T r~_u
+    f(U)   = 1/(2N) sum_u ( |r~_u - U_Iu w_u|^2 + lam |w_u|^2 )      (a sum over users)
+
+(``lam`` is the estimators' ``regularization``; before mflib 0.2 the penalty was
+``lam^2``, so an old ``regularization=a`` is the new ``a**2``.)
 
 ``f(U O) = f(U)`` for orthogonal ``O``, so f lives on Gr(n_items, k). Because ``w_u``
 minimises the bracket, the envelope theorem gives the Euclidean gradient without
@@ -18,37 +21,22 @@ The user solves use :func:`mflib.kernels.ridge.ridge_rows` (batched Cholesky, nu
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 
+from ...execution import kernel_threads
 from ...kernels import pair_dots
 from ...kernels.ridge import ridge_rows
 from ...validation import check_choice, check_positive, check_positive_int
 
 SAMPLINGS = ("uniform", "count", "poisson")
 
-#: below this many ratings the kernels run on one thread: a parallel region costs a
-#: thread wake-up per call, which on a busy machine (threads descheduled) reaches
-#: milliseconds, more than the whole job
-SERIAL_BELOW = 100_000
 
-
-@contextmanager
-def kernel_threads(n_ratings: int):
-    """Run numba kernels single-threaded for jobs smaller than :data:`SERIAL_BELOW`."""
-    if n_ratings >= SERIAL_BELOW:
-        yield
-        return
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
+def _threads(n_ratings: int):
+    """One thread for small jobs (the cut-off lives in :mod:`mflib.execution`)."""
+    return kernel_threads("variable_projection", n_ratings)
 
 
 @dataclass
@@ -69,8 +57,8 @@ class VariableProjectionProblem:
     matrix : scipy.sparse.csr_matrix, shape (n_users, n_items)
         Centred ratings (explicit entries are the observed set; zeros count as ratings).
     regularization : float
-        ``lam``; the user ridge penalty is ``lam**2`` (must be > 0 so users without
-        ratings have a defined solution).
+        ``lam``, the user ridge penalty (must be > 0 so that every user's system is
+        positive definite, whatever its number of ratings).
     manifold : Grassmann
         Gr(n_items, k).
     """
@@ -86,7 +74,7 @@ class VariableProjectionProblem:
             raise ValueError("the rating matrix is empty")
         self.matrix = matrix
         self.lam = check_positive(regularization, "regularization")
-        self.ridge = self.lam ** 2
+        self.ridge = self.lam
         self.manifold = manifold
         self.n_users, self.n_items = matrix.shape
         self.nnz = int(matrix.nnz)
@@ -105,13 +93,13 @@ class VariableProjectionProblem:
     def solve_user_factors(self, U, matrix=None) -> np.ndarray:
         """``w_u`` for every row of ``matrix`` (default: all users): shape (rows, k)."""
         m = self.matrix if matrix is None else matrix
-        with kernel_threads(m.nnz):
+        with _threads(m.nnz):
             return ridge_rows(m.indptr, m.indices, m.data, U, self.ridge)
 
     def evaluate(self, U) -> Evaluation:
         """f(U) with the user factors and residuals (one pass over the ratings)."""
         W = self.solve_user_factors(U)
-        with kernel_threads(self.matrix.nnz):
+        with _threads(self.matrix.nnz):
             residuals = self.matrix.data - pair_dots(W, U, self._rows, self._indices)
         value = 0.5 * (residuals @ residuals + self.ridge * np.sum(W * W)) / self.nnz
         return Evaluation(float(value), W, residuals)
