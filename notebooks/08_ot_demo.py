@@ -70,7 +70,7 @@ from mflib import (
     load_dataset,
     make_split,
 )
-from mflib.experiment import compare_models
+from mflib.experiment import compare
 from mflib.transport import (
     barycenter_moments,
     genre_ground_cost,
@@ -112,7 +112,7 @@ models = {
                              bias_regularization=bias_regularization,
                              random_state=random_state, verbose=0),
 }
-fit_table = compare_models(models, split)
+fit_table = compare(models, split)
 fit_table
 
 # %% [markdown]
