@@ -57,3 +57,8 @@ def test_layout_blocks_and_exchanges(n):
                                     (3, ("ml-latest-small",))])
 def test_sharded_reading_equals_the_whole_file(n, args, ml100k, netflix_split, ml_latest_small):
     _check(run_mpi(n, "shard_check.py", *args), n)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_variable_projection_sums_over_ranks(n):
+    _check(run_mpi(n, "problem_check.py"), n)
