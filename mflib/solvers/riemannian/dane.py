@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...validation import NONNEGATIVE, POSITIVE_INT, check_positive_int
+from ...distributed.partition import blocks
+from ...validation import NONNEGATIVE, POSITIVE_INT
 from .base import COMMON_DOC, GrassmannEstimator, gradient_descent
 from .completion import Evaluation, VariableProjectionProblem
 from .objectives import DaneLocalObjective
 
 
 def partition_users(user_counts, n_workers) -> list[np.ndarray]:
-    """Split users into ``n_workers`` contiguous blocks with about equal rating counts."""
-    check_positive_int(n_workers, "n_workers")
-    cum = np.cumsum(user_counts)
-    cuts = np.searchsorted(cum, cum[-1] * np.arange(1, n_workers) / n_workers)
-    return [b for b in np.split(np.arange(len(user_counts)), cuts)]
+    """Split users into ``n_workers`` contiguous blocks with about equal rating counts
+    (:func:`mflib.distributed.partition.blocks`, as MPI ranks are)."""
+    return blocks(user_counts, n_workers)
 
 
 def dane_worker_gradient(part: VariableProjectionProblem, U):
