@@ -19,19 +19,23 @@ from .solvers.baselines import (
     UserMean,
 )
 from .solvers.bcd import BiasedBCD
+from .solvers.ensemble import CFEnsemble
 from .solvers.euclidean_gd import EuclideanGD
 from .solvers.lasso_mf import LassoMF
 from .solvers.riemannian import DANE, RAGD, RGD, RSARAH, RSPIDER, RSVRG, Catalyst
 from .solvers.sgd import SGD, SVRG
 from .solvers.soft_impute import SoftImpute, soft_impute_path
 from .solvers.soft_impute_als import SoftImputeALS
+from .solvers.weighted import AdamMF, WeightedALS
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ALS",
+    "AdamMF",
     "BiasBaseline",
     "BiasedBCD",
+    "CFEnsemble",
     "Catalyst",
     "ConvergenceWarning",
     "DANE",
@@ -59,6 +63,7 @@ __all__ = [
     "TimeBudget",
     "UserItemMean",
     "UserMean",
+    "WeightedALS",
     "config_context",
     "load_dataset",
     "load_predefined_split",
