@@ -24,9 +24,10 @@ Format ``mflib.model``, version 2 (version 1 was a pickle and is refused)
 
 JSON values are plain JSON except objects ``{"__type__": T, ...}``: ``array`` (a member;
 ``object`` says to rebuild an object array of str / int ids), ``float`` (nan, inf),
-``tuple``, ``dict``, ``History``, ``Fallback``, ``sparse`` (CSR/CSC), ``DataFrame`` and
-``object`` (a parameter object of a short list of mflib classes, e.g.
-``ArmijoLineSearch``). The loader builds nothing else.
+``dtype`` (a numeric NumPy dtype or scalar type, e.g. a ``dtype`` parameter), ``tuple``,
+``dict``, ``History``, ``Fallback``, ``sparse`` (CSR/CSC), ``DataFrame`` and ``object``
+(a parameter object of a short list of mflib classes, e.g. ``ArmijoLineSearch``). The
+loader builds nothing else.
 
 Provenance
 ----------
@@ -271,6 +272,12 @@ class _Encoder:
                                                        "value": repr(value)}
         if isinstance(value, np.ndarray):
             return self.array(value, name)
+        if isinstance(value, np.dtype) or (isinstance(value, type)
+                                           and issubclass(value, np.generic)):
+            dtype = np.dtype(value)
+            if dtype.kind not in "biufc":
+                raise _Unstorable(f"the dtype {dtype}")
+            return {"__type__": "dtype", "name": dtype.name, "scalar_type": value is dtype.type}
         if isinstance(value, tuple):
             return {"__type__": "tuple",
                     "items": [self.encode(v, f"{name}.{i}") for i, v in enumerate(value)]}
@@ -365,6 +372,11 @@ class _Decoder:
             if value.get("value") not in ("nan", "inf", "-inf"):
                 self.fail(f"it holds a bad float {value.get('value')!r}")
             return float(value["value"])
+        if kind == "dtype":
+            dtype = np.dtype(str(value.get("name")))
+            if dtype.kind not in "biufc":
+                self.fail(f"it holds a dtype {dtype} mflib does not use")
+            return dtype.type if value.get("scalar_type") else dtype
         if kind == "tuple":
             return tuple(self.decode(v) for v in value.get("items", []))
         if kind == "dict":

@@ -11,6 +11,7 @@ import io
 import json
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -211,6 +212,16 @@ def test_parameters_a_file_cannot_hold_are_named_and_loaded_as_defaults(split, t
     with pytest.warns(ModelFileWarning, match="callbacks.*random_state"):
         loaded = mflib.load(path)
     assert loaded.callbacks is None and loaded.random_state is None
+    np.testing.assert_array_equal(loaded.predict(split.test), model.predict(split.test))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, "float32"])
+def test_a_dtype_parameter_survives_in_its_own_form(split, tmp_path, dtype):
+    model = SGD(n_factors=2, max_iter=2, dtype=dtype, random_state=0).fit(split.train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ModelFileWarning)  # nothing was left out
+        loaded = mflib.load(model.save(tmp_path / "sgd.npz"))
+    assert loaded.dtype == dtype and type(loaded.dtype) is type(dtype)
     np.testing.assert_array_equal(loaded.predict(split.test), model.predict(split.test))
 
 
