@@ -4,7 +4,7 @@ planted matrix, the averaged prediction, reproducibility and thread independence
 import numpy as np
 import pytest
 
-from mflib import make_low_rank, make_split
+from mflib import ConvergenceWarning, make_low_rank, make_split
 from mflib.data.layout import training_layout
 from mflib.execution import numba_threads
 from mflib.kernels.gibbs import sample_rows
@@ -211,10 +211,25 @@ def test_rows_without_ratings_are_left_out(small_low_rank):
     assert layout.user_counts[:5].sum() == 0
 
 
-def test_burn_in_must_leave_samples(small_low_rank):
+def test_no_kept_sample_gives_the_last_sample_with_a_warning(small_low_rank):
     train, _ = small_low_rank
-    with pytest.raises(ValueError, match="burn_in=20 leaves no sample .* max_iter=10"):
-        BayesianMF(max_iter=10, burn_in=20).fit(train)
+    with pytest.warns(ConvergenceWarning, match=r"kept no sample.*10 sweep\(s\).*burn_in=20"):
+        m = BayesianMF(n_factors=3, max_iter=10, burn_in=20, random_state=0).fit(train)
+    assert m.n_samples_ == 0 and m.user_factors_.shape == (train.n_users, 3)
+    h = m.history_
+    assert h["train_rmse"][-1] == h["sample_train_rmse"][-1]
+    assert h["train_rmse"][-1] == pytest.approx(
+        np.sqrt(np.mean((m.predict(train) - train.ratings) ** 2)), rel=1e-10)
+
+
+def test_constant_ratings_are_fitted():
+    rm, _ = make_low_rank(40, 30, 2, 0.5, random_state=1)
+    X = rm.pairs()
+    # no variance to start a sampled precision from: it starts at 1 and grows as the
+    # residuals shrink (a sample's own noise keeps them from reaching 0)
+    m = BayesianMF(n_factors=2, max_iter=8, burn_in=2, random_state=0).fit(X, np.full(len(X), 3.0))
+    assert m.history_["precision"][0] == 1.0 and m.precision_ > 100
+    assert np.sqrt(np.mean((m.predict(X) - 3.0) ** 2)) < 0.02
 
 
 @pytest.mark.realdata

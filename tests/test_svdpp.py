@@ -4,7 +4,7 @@ gradient, the objective, the implicit term, and fits."""
 import numpy as np
 import pytest
 
-from mflib import SGD, make_low_rank, make_split
+from mflib import SGD, ConvergenceWarning, make_low_rank, make_split
 from mflib.data.layout import training_layout
 from mflib.kernels.svdpp import implicit_sums, svdpp_epoch
 from mflib.solvers.svdpp import SVDpp, implicit_term, svdpp_objective
@@ -129,6 +129,16 @@ def test_fits_a_planted_matrix_and_the_implicit_term_is_used():
     error = m.predict(split.test) - truth.predict(split.test.users, split.test.items)
     assert np.sqrt(np.mean(error**2)) < 0.15  # biases alone leave about 0.55
     assert np.abs(m.user_factors_ - m.explicit_user_factors_).max() > 0.01
+
+
+def test_divergence_stops_with_the_last_finite_model(small_low_rank):
+    train, _ = small_low_rank
+    with pytest.warns(ConvergenceWarning, match="diverged: objective"):
+        m = SVDpp(n_factors=3, learning_rate=50.0, max_iter=5, random_state=0).fit(train)
+    assert m.stop_reason_.startswith("diverged") and m.n_iter_ < 5
+    assert np.isfinite(m.predict(train)).all()
+    assert len(m.history_) == m.n_iter_  # the diverged epoch is not recorded
+    assert all(np.isfinite(record["objective"]) for record in m.history_)
 
 
 def test_exponential_decay_must_be_a_fraction(small_low_rank):

@@ -47,8 +47,8 @@ stores exactly that (``user_factors_`` of shape ``(n_users, S * n_factors)``), s
 ``predict``, ``score_items`` and ``recommend`` return the posterior-mean prediction with
 the ordinary ``mu + b_u + c_i + p_u . q_i`` machinery; :meth:`BayesianMF.factor_samples`
 recovers the samples. Memory: ``S (n_users + n_items) n_factors`` floats; ``thinning``
-keeps it in check. If no sample was kept (a callback stopped the fit during burn-in), the
-model is the last sample.
+keeps it in check. If no sample was kept (``max_iter <= burn_in``, or a callback stopped
+the fit during burn-in), the model is the last sample and a ``ConvergenceWarning`` says so.
 
 History (one record per sweep): ``train_rmse`` and ``val_rmse`` of the model as it stands
 (the running average over the samples kept so far; the current sample during burn-in),
@@ -61,13 +61,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import warnings
 
 import numpy as np
 import scipy.linalg
 
 from ..base import FactorizationEstimator
 from ..data.layout import training_layout
-from ..fitting import StopFit
+from ..fitting import ConvergenceWarning, StopFit
 from ..kernels import pair_dots
 from ..kernels.gibbs import sample_rows
 from ..validation import (
@@ -149,6 +150,13 @@ def sample_normal_wishart(params: NormalWishart, rng) -> tuple[np.ndarray, np.nd
     z = rng.standard_normal(len(params.mean))
     m = params.mean + scipy.linalg.solve_triangular(C.T, z, lower=False) / math.sqrt(params.beta)
     return m, precision
+
+
+def _initial_precision(ratings: np.ndarray) -> float:
+    """Where a sampled precision starts: 1 / (variance of the ratings), or 1 for constant
+    ratings (the first draw then follows the residuals)."""
+    variance = float(ratings.var())
+    return 1.0 / variance if variance > 0 else 1.0
 
 
 def _pairs_key(users: np.ndarray, items: np.ndarray) -> tuple:
@@ -233,7 +241,8 @@ class BayesianMF(FactorizationEstimator):
     max_iter : int, default 200
         Gibbs sweeps in all, burn-in included.
     burn_in : int, default 20
-        Sweeps before the first kept sample; must be below ``max_iter``.
+        Sweeps before the first kept sample; keep it below ``max_iter`` (otherwise the
+        model is the last sample, with a warning).
     thinning : int, default 1
         Keep every ``thinning``-th sweep after burn-in.
     init_std : float, default 0.1
@@ -295,11 +304,6 @@ class BayesianMF(FactorizationEstimator):
 
     # ------------------------------------------------------------------ template
     def _init_state(self, train):
-        if self.burn_in >= self.max_iter:
-            raise ValueError(
-                f"burn_in={self.burn_in} leaves no sample to average in max_iter="
-                f"{self.max_iter} sweeps; use burn_in < max_iter"
-            )
         rng = check_random_state(self.random_state)
         layout = training_layout(train)
         P, Q = initial_factors(rng, train.n_users, train.n_items, self.n_factors,
@@ -314,8 +318,7 @@ class BayesianMF(FactorizationEstimator):
             item_factors=Q,
             layout=layout,
             rng=rng,
-            # a sampled precision starts at 1 / (variance of the ratings)
-            precision=float(self.precision) if fixed else 1.0 / float(train.ratings.var()),
+            precision=float(self.precision) if fixed else _initial_precision(train.ratings),
             prior=NormalWishart.default_prior(self.n_factors + bias),
             user_rows=np.flatnonzero(layout.user_counts > 0),
             item_rows=np.flatnonzero(layout.item_counts > 0),
@@ -389,7 +392,12 @@ class BayesianMF(FactorizationEstimator):
         self.global_mean_ = float(state.global_mean)
         self.n_samples_ = S = state.n_samples
         self.precision_ = float(state.precision)
-        if S == 0:  # stopped during burn-in: the last sample
+        if S == 0:
+            warnings.warn(
+                f"BayesianMF kept no sample: the fit ended after {state.sweep} sweep(s), "
+                f"within burn_in={self.burn_in}; the model is the last sample, not a "
+                "posterior average. Use max_iter > burn_in (or a smaller burn_in).",
+                ConvergenceWarning, stacklevel=4)
             super()._finalize(state)
             bias = state.user_bias is not None
             self.user_bias_samples_ = state.user_bias[None] if bias else None

@@ -22,16 +22,16 @@ user vectors ``user_factors_ = p_u + z_u`` (so prediction is the ordinary
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import numpy as np
 
 from .. import execution
-from ..base import FactorizationEstimator
 from ..data.layout import TrainingLayout, training_layout
 from ..kernels import svdpp as kernels
-from ..validation import NONE, NONNEGATIVE, POSITIVE, POSITIVE_INT, Options, check_random_state
-from .sgd import DEFAULT_DECAY, SCHEDULES, step_size
+from ..validation import NONE, NONNEGATIVE, check_random_state
+from .sgd import _StochasticMF
 from .state import LayoutState, initial_factors
 
 
@@ -45,6 +45,7 @@ class SVDppState(LayoutState):
     implicit: np.ndarray | None = None
     rng: object = None
     epoch: int = 0
+    initial_objective: float = math.nan
 
 
 def implicit_term(layout: TrainingLayout, Y: np.ndarray) -> np.ndarray:
@@ -73,7 +74,7 @@ def svdpp_objective(state: SVDppState, lam: float, lam_b: float, lam_y: float,
     return 0.5 * (float(residuals @ residuals) + penalty) / s.nnz
 
 
-class SVDpp(FactorizationEstimator):
+class SVDpp(_StochasticMF):
     """SVD++: biased MF plus the implicit feedback of the rated item set, trained by SGD.
 
     See :mod:`mflib.solvers.svdpp` for the model and the objective, and
@@ -121,19 +122,21 @@ class SVDpp(FactorizationEstimator):
     global_mean_ : float
     history_ : History
         ``objective``, ``step_size``, ``epoch_seconds``, ``train_rmse`` (``val_rmse``).
+    n_iter_ : int
+    stop_reason_ : str
+        "max_iter", "converged", or "diverged: ..." when the objective becomes non-finite
+        or exceeds 1000 times its initial value (the previous epoch's model is kept).
     """
 
+    # n_factors, learning_rate, regularization, schedule, decay and init_std are declared
+    # by _StochasticMF, whose step-size schedule and divergence test SVD++ shares
     _parameter_constraints = {
-        "n_factors": [POSITIVE_INT],
-        "learning_rate": [POSITIVE],
-        "regularization": [NONNEGATIVE],
         "bias_regularization": [NONE, NONNEGATIVE],
         "implicit_regularization": [NONE, NONNEGATIVE],
-        "schedule": [Options(*SCHEDULES)],
-        "decay": [NONE, NONNEGATIVE],
-        "init_std": [NONNEGATIVE],
     }
     _contract_params = {"n_factors": 3, "max_iter": 3}
+    #: working precision, fixed (read by the shared checks; the kernel runs in float64)
+    dtype = "float64"
 
     def __init__(self, n_factors=20, learning_rate=0.007, regularization=0.02,
                  bias_regularization=None, implicit_regularization=None, max_iter=20,
@@ -162,31 +165,38 @@ class SVDpp(FactorizationEstimator):
         return lam, lam_b, lam_y
 
     def _init_state(self, train):
-        decay = DEFAULT_DECAY[self.schedule] if self.decay is None else float(self.decay)
-        if self.schedule == "exponential" and not 0 < decay <= 1:
-            raise ValueError(
-                f"decay must be in (0, 1] for the exponential schedule, got {decay!r}")
-        self._decay = decay
+        self._check_common()  # the schedule's decay
         rng = check_random_state(self.random_state)
         layout = training_layout(train)
         k = self.n_factors
         P, Q = initial_factors(rng, train.n_users, train.n_items, k, self.init_std)
         Y = rng.normal(0.0, self.init_std, (train.n_items, k))
-        return SVDppState(
+        state = SVDppState(
             global_mean=float(train.ratings.mean()),
             user_bias=np.zeros(train.n_users),
             item_bias=np.zeros(train.n_items),
-            user_factors=P + implicit_term(layout, Y),
             item_factors=Q,
             layout=layout,
             explicit=P,
             implicit=Y,
             rng=rng,
         )
+        _, state.initial_objective = self._refresh(state)
+        return state
+
+    def _refresh(self, state) -> tuple[np.ndarray, float]:
+        """Effective user vectors, then every rating's residual (CSR order) and the
+        objective. Overflow is left to show as inf/NaN: :meth:`_step` reports it."""
+        s = state.layout
+        with np.errstate(over="ignore", invalid="ignore"):
+            state.user_factors = state.explicit + implicit_term(s, state.implicit)
+            residuals = s.ratings_csr - state.predict(s.user_of_rating, s.user_items)
+            value = svdpp_objective(state, *self._penalties(), residuals)
+        return residuals, value
 
     def _step(self, state, train):
         s = state.layout
-        eta = step_size(float(self.learning_rate), self.schedule, self._decay, state.epoch)
+        eta = self._current_step_size(state)
         lam, lam_b, lam_y = self._penalties()
         t0 = time.perf_counter()
         user_order = state.rng.permutation(s.n_users)
@@ -198,12 +208,12 @@ class SVDpp(FactorizationEstimator):
                             state.explicit, state.item_factors, state.implicit, eta, lam,
                             lam_b, lam_y)
         seconds = time.perf_counter() - t0
+        residuals, value = self._refresh(state)
+        self._check_divergence(state, value)  # StopFit: the previous epoch's model is kept
         state.epoch += 1
-        state.user_factors = state.explicit + implicit_term(s, state.implicit)
-        residuals = s.ratings_csr - state.predict(s.user_of_rating, s.user_items)
         return {
-            "objective": svdpp_objective(state, lam, lam_b, lam_y, residuals),
-            "train_rmse": float(np.sqrt(np.mean(residuals**2))),
+            "objective": value,
+            "train_rmse": math.sqrt(float(residuals @ residuals) / s.nnz),
             "step_size": eta,
             "epoch_seconds": seconds,
         }
