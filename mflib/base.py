@@ -138,13 +138,15 @@ class Fallback:
     damping: float = FALLBACK_DAMPING
 
     @classmethod
-    def fit(cls, train: RatingMatrix, damping: float = FALLBACK_DAMPING) -> Fallback:
+    def fit(cls, train: RatingMatrix, damping: float = FALLBACK_DAMPING, *, user_counts=None,
+            item_counts=None) -> Fallback:
+        """The fallback of ``train`` (its rating counts per user and item may be passed)."""
         mu = float(train.ratings.mean())
         c = np.bincount(train.items, weights=train.ratings - mu, minlength=train.n_items)
-        c /= train.item_counts() + damping
+        c /= (train.item_counts() if item_counts is None else item_counts) + damping
         b = np.bincount(train.users, weights=train.ratings - mu - c[train.items],
                         minlength=train.n_users)
-        b /= train.user_counts() + damping
+        b /= (train.user_counts() if user_counts is None else user_counts) + damping
         return cls(mu, b, c, damping)
 
     def predict(self, users, items, known_users, known_items) -> np.ndarray:
@@ -372,7 +374,8 @@ class FactorizationEstimator(BaseEstimator):
         self.user_counts_ = train.user_counts()
         self.item_counts_ = train.item_counts()
         self.rating_scale_ = (float(train.ratings.min()), float(train.ratings.max()))
-        self.fallback_ = Fallback.fit(train)
+        self.fallback_ = Fallback.fit(train, user_counts=self.user_counts_,
+                                      item_counts=self.item_counts_)
         self._seen = train.to_csr()
 
     # ------------------------------------------------------------------ ids

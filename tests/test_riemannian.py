@@ -477,7 +477,7 @@ def test_spider_moves_a_fixed_length_while_sarah_steps_are_longer(problem, monke
     # the first step (the full gradient, the same for both) is cut to the radius
     assert sarah[0] > radius and spider[0] == pytest.approx(radius, rel=1e-12)
     assert np.sum(np.isclose(spider, radius, rtol=1e-12)) >= 2
-    with pytest.raises(ValueError, match="max_step_length > 0"):
+    with pytest.raises(ValueError, match="max_step_length >= 0"):
         _recorded_moves(problem, "spider", None, monkeypatch)
 
 
@@ -536,6 +536,20 @@ def test_qr_retraction_is_the_q_factor_with_positive_r_diagonal():
         np.testing.assert_allclose(Q @ R, U + xi, atol=1e-12 * max(1.0, scale))
         q, r = np.linalg.qr(U + xi)  # Householder, signs fixed: the same matrix
         np.testing.assert_allclose(Q, q * np.sign(np.diag(r)), atol=1e-12)
+
+
+def test_qr_retraction_survives_a_huge_step():
+    """Beyond what Cholesky QR keeps accurate, Householder QR gives the same map."""
+    manifold = Grassmann(40, 3)
+    rng = np.random.default_rng(1)
+    U = manifold.random_point(rng)
+    xi = manifold.random_tangent(U, rng)
+    for scale in (50.0, 1e3, 1e9):
+        Q = manifold.retraction(U, scale * xi, "qr")
+        np.testing.assert_allclose(Q.T @ Q, np.eye(3), atol=1e-12)
+        R = Q.T @ (U + scale * xi)
+        assert (np.diag(R) > 0).all()
+        np.testing.assert_allclose(np.tril(R, -1), 0.0, atol=1e-12 * scale)
 
 
 def test_time_retractions_runs_with_one_blas_thread(monkeypatch):

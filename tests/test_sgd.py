@@ -159,17 +159,6 @@ def test_hogwild_fits_as_well_as_serial():
         assert parallel == pytest.approx(serial[-1], rel=0.1), mode
 
 
-def test_group_by_block_is_a_stable_counting_sort():
-    rng = np.random.default_rng(0)
-    block_of = rng.integers(0, 5, 40)
-    start = np.zeros(6, dtype=np.int64)
-    np.cumsum(np.bincount(block_of, minlength=5), out=start[1:])
-    order = rng.permutation(40)
-    out = np.empty(40, dtype=np.int64)
-    kernels.group_by_block(order, block_of, start, out)
-    np.testing.assert_array_equal(out, order[np.argsort(block_of[order], kind="stable")])
-
-
 def test_blocked_kernel_matches_sequential_reference(tiny):
     """Strata run blocks in parallel; as the blocks of a stratum share no row, that must
     equal running them one after another (here: in the NumPy reference)."""
@@ -395,3 +384,19 @@ def test_float32_epoch_matches_reference_in_float32(tiny):
     for a, b in zip(fast, ref, strict=True):
         assert a.dtype == np.float32
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_group_ratings_by_block_is_a_stable_counting_sort():
+    rng = np.random.default_rng(1)
+    users = rng.integers(0, 9, 60).astype(np.int32)
+    items = rng.integers(0, 7, 60).astype(np.int32)
+    ratings = rng.normal(size=60)
+    user_group, item_group = rng.permutation(9) % 3, rng.permutation(7) % 3
+    start, u, i, r = kernels.group_ratings_by_block(users, items, ratings, user_group,
+                                                    item_group, 3)
+    block = user_group[users] * 3 + item_group[items]
+    order = np.argsort(block, kind="stable")
+    np.testing.assert_array_equal(u, users[order])
+    np.testing.assert_array_equal(i, items[order])
+    np.testing.assert_array_equal(r, ratings[order])
+    np.testing.assert_array_equal(start, np.r_[0, np.cumsum(np.bincount(block, minlength=9))])

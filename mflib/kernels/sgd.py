@@ -80,15 +80,27 @@ def sgd_epoch_hogwild(users, items, ratings, mu, user_bias, item_bias, P, Q, lea
 
 
 @numba.njit(cache=True, nogil=True)
-def group_by_block(order, block_of, block_start, out):
-    """Counting sort: ``out`` lists ``order`` grouped by block, keeping ``order``'s
-    sequence within each block. ``block_start`` (n_blocks + 1,) holds the offsets."""
+def group_ratings_by_block(users, items, ratings, user_group, item_group, n_groups):
+    """The ratings stored grouped by block ``user_group[u] * n_groups + item_group[i]``
+    (a stable counting sort, two passes): ``(block_start, users, items, ratings)``."""
+    n_blocks = n_groups * n_groups
+    block_start = np.zeros(n_blocks + 1, dtype=np.int64)
+    for n in range(ratings.shape[0]):
+        block_start[user_group[users[n]] * n_groups + item_group[items[n]] + 1] += 1
+    for b in range(n_blocks):
+        block_start[b + 1] += block_start[b]
     fill = block_start[:-1].copy()
-    for n in range(order.shape[0]):
-        j = order[n]
-        b = block_of[j]
-        out[fill[b]] = j
-        fill[b] += 1
+    out_users = np.empty_like(users)
+    out_items = np.empty_like(items)
+    out_ratings = np.empty_like(ratings)
+    for n in range(ratings.shape[0]):
+        b = user_group[users[n]] * n_groups + item_group[items[n]]
+        m = fill[b]
+        out_users[m] = users[n]
+        out_items[m] = items[n]
+        out_ratings[m] = ratings[n]
+        fill[b] = m + 1
+    return block_start, out_users, out_items, out_ratings
 
 
 @numba.njit(cache=True, nogil=True)
@@ -193,7 +205,9 @@ def _row_sse(indptr, items, ratings, mu, user_bias, item_bias, P, Q, u):
     for j in range(indptr[u], indptr[u + 1]):
         i = items[j]
         q_i = Q[i]
-        dot = 0.0
+        # in the factors' precision: a float64 sum of float32 products runs at half the
+        # vector width, and this pass is bookkeeping (each e^2 is summed in float64)
+        dot = P.dtype.type(0.0)
         for f in range(p_u.shape[0]):
             dot += p_u[f] * q_i[f]
         e = ratings[j] - (base + item_bias[i] + dot)

@@ -244,15 +244,11 @@ class _StochasticMF(FactorizationEstimator):
         ws, rng = state.workspace, state.rng
         user_group = rng.permutation(len(state.user_bias)) % n_groups
         item_group = rng.permutation(len(state.item_bias)) % n_groups
-        block_of = user_group[ws.users] * n_groups + item_group[ws.items]
-        block_start = np.zeros(n_groups * n_groups + 1, dtype=np.int64)
-        np.cumsum(np.bincount(block_of, minlength=n_groups * n_groups), out=block_start[1:])
-        grouped = np.empty(len(block_of), dtype=np.int64)
-        kernels.group_by_block(np.arange(len(block_of)), block_of, block_start, grouped)
         users32, items32 = ws.layout.index32
-        ws.extra.update(block_start=block_start, block_users=users32[grouped],
-                        block_items=items32[grouped], block_ratings=ws.ratings[grouped],
-                        order=np.empty(len(grouped), dtype=np.int64))
+        block_start, users, items, ratings = kernels.group_ratings_by_block(
+            users32, items32, ws.ratings, user_group, item_group, n_groups)
+        ws.extra.update(block_start=block_start, block_users=users, block_items=items,
+                        block_ratings=ratings, order=np.empty(len(ratings), dtype=np.int64))
 
     def _current_step_size(self, state) -> float:
         return step_size(float(self.learning_rate), self.schedule, self._decay, state.epoch)

@@ -18,6 +18,8 @@ import numpy as np
 from ...validation import check_choice, check_positive_int
 
 RETRACTIONS = ("qr", "polar", "cayley")
+#: largest ratio of R's diagonal entries for which the QR retraction uses Cholesky QR
+_CHOLESKY_QR_COND = 100.0
 
 
 class Grassmann:
@@ -102,8 +104,17 @@ class Grassmann:
         # geqrf and orgqr, whose threaded BLAS inside them is what made a call cost 51 ms
         # beside numba's threads, see time_retractions)
         y = point + vector
-        lower = np.linalg.cholesky(y.T @ y)
-        return y @ np.linalg.inv(lower).T
+        try:
+            lower = np.linalg.cholesky(y.T @ y)
+        except np.linalg.LinAlgError:
+            lower = None
+        diagonal = None if lower is None else np.abs(np.diag(lower))
+        # Cholesky QR loses orthonormality like cond(Y)^2 eps; from cond(R) ~ 100 on
+        # (a step with |xi| >~ 100) Householder QR takes over
+        if diagonal is not None and diagonal.max() <= _CHOLESKY_QR_COND * diagonal.min():
+            return y @ np.linalg.inv(lower).T
+        q, r = np.linalg.qr(y)
+        return q * np.sign(np.where(np.diag(r) == 0, 1.0, np.diag(r)))
 
     @staticmethod
     def _retract_polar(point, vector):

@@ -100,8 +100,9 @@ def variance_reduced_epoch(method, problem, point, learning_rate, inner_steps, b
     """
     if method not in INNER_SOLVERS:
         raise ValueError(f"method must be one of {INNER_SOLVERS}, got {method!r}")
-    if method == "spider" and not (max_step_length is not None and max_step_length > 0):
-        raise ValueError("the spider epoch needs max_step_length > 0 (its normalised step "
+    if method == "spider" and not (max_step_length is not None and max_step_length >= 0):
+        # (0 is a stationary start's default: a zero gradient, and no move)
+        raise ValueError("the spider epoch needs max_step_length >= 0 (its normalised step "
                          f"length), got {max_step_length!r}; see spider_step_length")
     manifold = problem.manifold
     user_gradients = 0
