@@ -18,12 +18,16 @@ from .solvers.baselines import (
     UserMean,
 )
 from .solvers.bcd import BiasedBCD
+from .solvers.blend import Blend
+from .solvers.content import ContentBased
 from .solvers.euclidean_gd import EuclideanGD
+from .solvers.hybrid import Hybrid
 from .solvers.lasso_mf import LassoMF
 from .solvers.riemannian import DANE, RAGD, RGD, RSARAH, RSPIDER, RSVRG, Catalyst
 from .solvers.sgd import SGD, SVRG
 from .solvers.soft_impute import SoftImpute, soft_impute_path
 from .solvers.soft_impute_als import SoftImputeALS
+from .solvers.temporal import DriftBaseline
 
 __version__ = "0.1.0"
 
@@ -31,15 +35,19 @@ __all__ = [
     "ALS",
     "BiasBaseline",
     "BiasedBCD",
+    "Blend",
     "Catalyst",
+    "ContentBased",
     "ConvergenceWarning",
     "DANE",
+    "DriftBaseline",
     "EarlyStopping",
     "EuclideanGD",
     "FactorState",
     "FactorizationEstimator",
     "GlobalMean",
     "History",
+    "Hybrid",
     "ItemMean",
     "LassoMF",
     "LogMetrics",
