@@ -348,9 +348,8 @@ def make_content_ratings(n_users=120, n_items=80, n_genres=6, rank=3, density=0.
     }, index=pd.Index(np.arange(n_items), name="item"))
     tagged = rng.random(len(users)) < tag_share
     first_genre = genre_of.argmax(axis=1)
-    tags = pd.DataFrame({"user": users[tagged], "item": items[tagged],
-                         "tag": [f"like {genre_names[g].lower()}" for g in
-                                 first_genre[items[tagged]]],
+    tag_text = np.char.add("like ", np.char.lower(genre_names[first_genre[items[tagged]]]))
+    tags = pd.DataFrame({"user": users[tagged], "item": items[tagged], "tag": tag_text,
                          "timestamp": times[tagged]})
     return RatingMatrix.from_arrays(users, items, ratings, times, item_info=info, tags=tags,
                                     name=name)
