@@ -153,7 +153,7 @@ table[["val_rmse", "test_rmse", "test_mae", "fallback_fraction", "fit_seconds"]]
 table.filter(like="@")
 
 # %%
-weights = models["blend"].weights_
+weights = models["blend"].named_weights_
 ax = weights.plot.barh(title="blend weights (NNLS on validation predictions)")
 
 # %%

@@ -58,17 +58,17 @@ def test_blend_fits_weights_on_the_eval_set(data):
     configured = _members()
     blend = mflib.Blend(configured).fit(data.train, eval_set=data.validation)
     assert blend.blend_source_ == "eval_set"
-    assert list(blend.weights_.index) == ["biases", "als"] and (blend.weights_ >= 0).all()
+    assert list(blend.member_names_) == ["biases", "als"] and (blend.weights_ >= 0).all()
     assert not hasattr(configured[1][1], "n_iter_")  # the configured members stay unfitted
     fitted = dict(blend.estimators_)
     assert fitted["als"].user_counts_.sum() == data.train.nnz
     expected = blend.intercept_ + sum(w * fitted[n].predict(data.test)
-                                      for n, w in blend.weights_.items())
+                                      for n, w in blend.named_weights_.items())
     np.testing.assert_allclose(blend.predict(data.test), expected)
     # the weights are those of the members' validation predictions
-    cols = np.column_stack([fitted[n].predict(data.validation) for n in blend.weights_.index])
+    cols = np.column_stack([fitted[n].predict(data.validation) for n in blend.member_names_])
     w, b = blend_weights(cols, data.validation.ratings)
-    np.testing.assert_allclose(blend.weights_.to_numpy(), w)
+    np.testing.assert_allclose(blend.weights_, w)
     # a blend is at least as good on validation as its best member (least squares)
     best = min(np.mean((fitted[n].predict(data.validation) - data.validation.ratings) ** 2)
                for n in fitted)
@@ -115,3 +115,18 @@ def test_bad_members_are_refused(data):
     for bad in ([("a", 3)], [("a", mflib.ALS()), ("a", mflib.ALS())], []):
         with pytest.raises(ParameterError, match="Blend: estimators must be"):
             mflib.Blend(bad).fit(data.train)
+
+
+def test_members_as_plain_data_and_model_files(data, tmp_path):
+    spec = [("biases", "BiasBaseline", {"regularization": 3.0}),
+            ("als", "ALS", {"n_factors": 3, "regularization": 1.0, "max_iter": 8,
+                            "random_state": 0})]
+    by_name = mflib.Blend(spec).fit(data.train, eval_set=data.validation)
+    by_object = mflib.Blend(_members()).fit(data.train, eval_set=data.validation)
+    np.testing.assert_array_equal(by_name.predict(data.test), by_object.predict(data.test))
+    loaded = mflib.load(by_name.save(tmp_path / "blend.npz"))
+    assert loaded.get_params()["estimators"] == spec
+    np.testing.assert_array_equal(loaded.predict(data.test), by_name.predict(data.test))
+    assert [type(m).__name__ for _, m in loaded.estimators_] == ["BiasBaseline", "ALS"]
+    with pytest.raises(ParameterError, match="estimators must be"):
+        mflib.Blend([("x", "NoSuchModel", {})]).fit(data.train)

@@ -41,24 +41,52 @@ HOLDOUT_SPLITS = ("auto", "temporal", "user", "random")
 
 
 class Members(Constraint):
-    """A list of ``(name, estimator)`` pairs with distinct string names, each estimator
-    having ``fit`` and ``predict``."""
+    """A non-empty list of members with distinct string names, each either a
+    ``(name, estimator)`` pair (an object with ``fit`` and ``predict``) or a
+    ``(name, class_name, params)`` triple naming an mflib estimator and its parameters
+    (plain data: YAML profiles, the command line and model files can hold it)."""
 
     def accepts(self, value) -> bool:
         if not isinstance(value, (list, tuple)) or not value:
             return False
         names = []
-        for pair in value:
-            if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+        for member in value:
+            if not isinstance(member, (list, tuple)) or not member:
                 return False
-            if not all(callable(getattr(pair[1], m, None)) for m in ("fit", "predict")):
+            if not isinstance(member[0], str):
                 return False
-            names.append(pair[0])
+            if len(member) == 2:
+                if not all(callable(getattr(member[1], m, None)) for m in ("fit", "predict")):
+                    return False
+            elif len(member) == 3:
+                if not (isinstance(member[1], str) and member[1].lower() in _registered()
+                        and isinstance(member[2], dict)):
+                    return False
+            else:
+                return False
+            names.append(member[0])
         return len(set(names)) == len(names)
 
     def describe(self) -> str:
-        return ("a non-empty list of (name, estimator) pairs with distinct names, e.g. "
-                "[('biases', BiasBaseline()), ('als', ALS())]")
+        return ("a non-empty list of (name, estimator) pairs or (name, class name, params) "
+                "triples with distinct names, e.g. [('biases', BiasBaseline()), "
+                "('als', 'ALS', {'n_factors': 10})]")
+
+
+def _registered() -> dict:
+    from ..registry import estimators  # noqa: PLC0415  (the registry imports this module)
+
+    return estimators()
+
+
+def member_estimator(member) -> object:
+    """The configured estimator of one member: the object of a pair, or a new instance of
+    a ``(name, class_name, params)`` triple."""
+    if len(member) == 3:
+        from ..registry import make_estimator  # noqa: PLC0415
+
+        return make_estimator(member[1], **member[2])
+    return member[1]
 
 
 def blend_weights(predictions, ratings, *, method: str = "nnls", alpha: float = 1.0,
@@ -131,9 +159,13 @@ class Blend(FactorizationEstimator):
 
     Parameters
     ----------
-    estimators : list of (name, estimator) or None, default None
-        The members, configured; they are cloned, never fitted in place. None: a
-        regularised bias baseline and ALS.
+    estimators : list or None, default None
+        The members: ``(name, estimator)`` pairs of configured estimators (cloned, never
+        fitted in place), or ``(name, class_name, params)`` triples such as
+        ``("als", "ALS", {"n_factors": 10})`` (plain data, which YAML profiles, the
+        command line and model files hold). None: a regularised bias baseline and ALS. A
+        model file stores the fitted members either way; it cannot store estimator
+        objects as the *parameter*, which is then loaded as None (with a warning).
     method : {"nnls", "ridge"}, default "nnls"
         Non-negative least squares, or ridge regression with penalty ``alpha``.
     alpha : float, default 1.0
@@ -157,8 +189,10 @@ class Blend(FactorizationEstimator):
     Attributes
     ----------
     estimators_ : list of (name, fitted estimator)
-    weights_ : pandas Series
-        One weight per member name.
+    member_names_ : ndarray of str
+    weights_ : ndarray of shape (n_members,)
+        One weight per member, in ``member_names_`` order; ``named_weights_`` is the same
+        as a pandas Series indexed by name.
     intercept_ : float
     blend_source_ : str
         "eval_set" or "holdout": where the weights were fitted.
@@ -173,8 +207,10 @@ class Blend(FactorizationEstimator):
         "holdout_split": [Options(*HOLDOUT_SPLITS)],
         "refit": [BOOLEAN],
     }
-    _contract_params = {"estimators": [("biases", BiasBaseline(max_iter=5)),
-                                       ("als", ALS(n_factors=2, max_iter=3, random_state=0))]}
+    # members as plain data, which a model file stores like any other parameter
+    _contract_params = {"estimators": [("biases", "BiasBaseline", {"max_iter": 5}),
+                                       ("als", "ALS", {"n_factors": 2, "max_iter": 3,
+                                                       "random_state": 0})]}
 
     def __init__(self, estimators=None, method="nnls", alpha=1.0, fit_intercept=True,
                  holdout=0.15, holdout_split="auto", refit=True, n_jobs=None,
@@ -195,7 +231,7 @@ class Blend(FactorizationEstimator):
             return [("biases", BiasBaseline(regularization=3.0)),
                     ("als", ALS(regularization=20.0, bias_regularization=3.0,
                                 random_state=self.random_state))]
-        return list(self.estimators)
+        return [(member[0], member_estimator(member)) for member in self.estimators]
 
     def fit(self, X, y=None, *, eval_set=None):
         """Fit the members and the weights (see the class docstring); returns ``self``.
@@ -243,14 +279,65 @@ class Blend(FactorizationEstimator):
 
     def _finalize(self, state):
         self.global_mean_ = float(state.global_mean)
-        self.estimators_ = state.members
-        self.weights_ = pd.Series(state.weights, index=[n for n, _ in state.members],
-                                  name="weight")
+        self._members = state.members
+        self.member_names_ = np.array([n for n, _ in state.members], dtype=str)
+        self.weights_ = np.asarray(state.weights, dtype=np.float64)
         self.intercept_ = float(state.intercept)
+        for stale in ("member_files_", "member_offsets_"):  # of an earlier save
+            self.__dict__.pop(stale, None)
 
     def _fitted_state(self):
-        return BlendState(self.global_mean_, members=self.estimators_,
-                          weights=self.weights_.to_numpy(), intercept=self.intercept_)
+        return BlendState(self.global_mean_, members=self.estimators_, weights=self.weights_,
+                          intercept=self.intercept_)
+
+    @property
+    def estimators_(self) -> list:
+        """The fitted members, ``[(name, estimator), ...]`` (read back from the embedded
+        member files for a blend loaded from a model file)."""
+        members = self.__dict__.get("_members")
+        if members is None:
+            if not hasattr(self, "member_files_"):
+                raise AttributeError("estimators_ exists after fit")
+            members = self._unpack_members()
+            self._members = members
+        return members
+
+    @property
+    def named_weights_(self) -> pd.Series:
+        """``weights_`` indexed by member name."""
+        return pd.Series(self.weights_, index=self.member_names_, name="weight")
+
+    # ------------------------------------------------------------------ model files
+    def save(self, path, *, include_seen: bool = False):
+        """Write the blend to one model file (see :meth:`FactorizationEstimator.save`):
+        each member is written in its own model-file format and embedded as bytes
+        (``member_files_``, ``member_offsets_``), so loading runs no code either."""
+        self._check_fitted()
+        import tempfile  # noqa: PLC0415
+        from pathlib import Path  # noqa: PLC0415
+
+        blobs = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for k, (_, model) in enumerate(self.estimators_):
+                blobs.append(Path(model.save(Path(tmp) / f"member{k}.npz")).read_bytes())
+        self.member_offsets_ = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+        self.member_files_ = np.frombuffer(b"".join(blobs), dtype=np.uint8).copy()
+        return super().save(path, include_seen=include_seen)
+
+    def _unpack_members(self) -> list:
+        import tempfile  # noqa: PLC0415
+        from pathlib import Path  # noqa: PLC0415
+
+        from ..persistence import load_model  # noqa: PLC0415 (imports the estimators)
+
+        members = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for k, name in enumerate(self.member_names_):
+                start, stop = self.member_offsets_[k], self.member_offsets_[k + 1]
+                path = Path(tmp) / f"member{k}.npz"
+                path.write_bytes(self.member_files_[start:stop].tobytes())
+                members.append((str(name), load_model(path)))
+        return members
 
     # ------------------------------------------------------------------ prediction
     def _pairs_of(self, users, items) -> RatingMatrix:
@@ -302,7 +389,7 @@ class Blend(FactorizationEstimator):
         out = np.empty((len(users), len(self.item_ids_)))
         out[~ok] = self.fallback_.item_scores()
         if ok.any():
-            w = self.weights_.to_numpy()
+            w = self.weights_
             total = np.full((int(ok.sum()), len(self.item_ids_)), self.intercept_)
             for weight, (_, model) in zip(w, self.estimators_, strict=True):
                 if weight != 0:

@@ -83,11 +83,45 @@ def row_dots(A: np.ndarray, B) -> np.ndarray:
 class ContentPredictions(UserPartFallback):
     """Mixin: predictions of items without training ratings from their features.
 
-    A subclass sets ``item_features_`` (aligned :class:`ItemFeatures` or None) and
-    ``item_has_content_`` (bool per training item) in ``_init_state``, and implements
-    ``_content_scores(users, rows)``: the model's score of inner ``users`` for items with
-    feature ``rows`` and no other term.
+    A subclass calls :meth:`_keep_features` in ``_init_state`` (features aligned with the
+    training items, or None) and implements ``_content_scores(users, rows)``: the model's
+    score of inner ``users`` for items with feature ``rows`` and no other term. The
+    features are kept as plain fitted attributes (``feature_matrix_``,
+    ``feature_item_ids_``, ``feature_names_``, ``item_has_content_``), which model files
+    hold; ``item_features_`` rebuilds an :class:`ItemFeatures` view of them.
     """
+
+    def _keep_features(self, feats: ItemFeatures | None, n_items: int) -> None:
+        if feats is None:
+            self.feature_matrix_ = self.feature_item_ids_ = self.feature_names_ = None
+            self.item_has_content_ = np.zeros(n_items, dtype=bool)
+            return
+        self.feature_matrix_ = feats.matrix
+        self.feature_item_ids_ = np.asarray(feats.item_ids)
+        self.feature_names_ = np.asarray(feats.feature_names, dtype=str)
+        self.item_has_content_ = feats.nonzero_rows()[:n_items]
+
+    @property
+    def item_features_(self) -> ItemFeatures | None:
+        """The features the model was fitted with (rows by raw item id; without the
+        vectorizer, which prediction does not need)."""
+        if not hasattr(self, "item_has_content_"):
+            raise AttributeError("item_features_ exists after fit")
+        if self.feature_matrix_ is None:
+            return None
+        fitted = np.zeros(len(self.feature_item_ids_), dtype=bool)
+        n = len(self.item_has_content_)
+        fitted[:n] = self.item_counts_ > 0
+        return ItemFeatures(self.feature_matrix_, self.feature_item_ids_, self.feature_names_,
+                            fitted, None)
+
+    def _training_features(self):
+        """Feature rows of the training items (n_items, n_features); (n_items, 0) without
+        features."""
+        n = len(self.item_has_content_)
+        if self.feature_matrix_ is None:
+            return np.zeros((n, 0))
+        return self.feature_matrix_[:n]
 
     def _unscored_items(self) -> np.ndarray:
         return (self.item_counts_ == 0) & ~self.item_has_content_
@@ -109,13 +143,13 @@ class ContentPredictions(UserPartFallback):
         users, items = self.map_pairs(X)
         pred, known = self._predict_pairs(self._fitted_state(), users, items)
         outside = np.flatnonzero((items < 0) & self._known_users(users))
-        if outside.size and self.item_features_ is not None:
+        if outside.size and self.feature_matrix_ is not None:
+            feats = self.item_features_
             raw = raw_item_ids(X)[outside]
-            has = self.item_features_.has_content(raw)
+            has = feats.has_content(raw)
             rows = outside[has]
             if rows.size:
-                pred[rows] = self._content_scores(users[rows],
-                                                  self.item_features_.rows(raw[has]))
+                pred[rows] = self._content_scores(users[rows], feats.rows(raw[has]))
                 known[rows] = True
         add_query_drift(self, X, users, pred, known)
         if clip:
@@ -203,8 +237,11 @@ class ContentBased(ContentPredictions, FactorizationEstimator):
         The user weights ``w_u``.
     feature_bias_ : ndarray (n_features,)
         ``g``.
+    feature_matrix_ : ndarray (n_rows, n_features) or None
+        The (dense) feature rows used, training items first, then the other items with
+        features; ``feature_item_ids_`` their raw ids, ``feature_names_`` the columns.
     item_features_ : ItemFeatures or None
-        The features used (rows aligned with the training items, reduced when asked).
+        A view of the three above.
     item_has_content_ : ndarray of bool (n_items,)
     """
 
@@ -235,16 +272,14 @@ class ContentBased(ContentPredictions, FactorizationEstimator):
     def _init_state(self, train):
         feats = resolve_item_features(self.item_features, train, self.n_components,
                                       self.random_state)
-        self.item_features_ = feats
-        if feats is None:
-            Z = np.zeros((train.n_items, 0))
-        else:
-            if feats.n_features > MAX_DENSE_FEATURES:
-                raise ValueError(
-                    f"ContentBased works on dense features and got {feats.n_features}; set "
-                    f"n_components (e.g. 32) to reduce them, or use fewer features")
-            Z = np.ascontiguousarray(dense_rows(feats.matrix[: train.n_items]))
-        self.item_has_content_ = np.any(Z != 0, axis=1)
+        if feats is not None and feats.n_features > MAX_DENSE_FEATURES:
+            raise ValueError(
+                f"ContentBased works on dense features and got {feats.n_features}; set "
+                f"n_components (e.g. 32) to reduce them, or use fewer features")
+        if feats is not None and not isinstance(feats.matrix, np.ndarray):
+            feats = dataclasses.replace(feats, matrix=dense_rows(feats.matrix))
+        self._keep_features(feats, train.n_items)
+        Z = np.ascontiguousarray(self._training_features())
         d = Z.shape[1]
         self._layout = training_layout(train)
         return ContentState(float(train.ratings.mean()), np.zeros(train.n_users),
@@ -297,13 +332,12 @@ class ContentBased(ContentPredictions, FactorizationEstimator):
         self.item_bias_ = np.asarray(state.item_bias)
         self.user_factors_ = np.asarray(state.user_factors)
         self.feature_bias_ = np.asarray(state.feature_bias)
-        self._features = state.features
         del self._layout
 
     def _fitted_state(self):
+        Z = self._training_features()
         return ContentState(self.global_mean_, self.user_bias_, self.item_bias_,
-                            self.user_factors_, self._features, feature_bias=self.feature_bias_,
-                            features=self._features)
+                            self.user_factors_, Z, feature_bias=self.feature_bias_, features=Z)
 
     def _content_scores(self, users, rows):
         rows = dense_rows(rows)

@@ -57,7 +57,13 @@ from ..validation import (
 from .als import augmented
 from .content import ITEM_FEATURES_CONSTRAINT, ContentPredictions, resolve_item_features, row_dots
 from .state import initial_factors
-from .temporal import UserTimeline, centred_drift, solve_bias_and_drift
+from .temporal import (
+    TimelineAttribute,
+    UserTimeline,
+    centred_drift,
+    keep_timeline,
+    solve_bias_and_drift,
+)
 
 
 @dataclass
@@ -103,7 +109,7 @@ class HybridState(FactorState):
         return self.effective().score_users(users, n_items)
 
 
-class Hybrid(ContentPredictions, FactorizationEstimator):
+class Hybrid(TimelineAttribute, ContentPredictions, FactorizationEstimator):
     """Matrix factorisation whose item factors have a content part (see the module
     docstring for the model, the objective and the blocks).
 
@@ -152,8 +158,12 @@ class Hybrid(ContentPredictions, FactorizationEstimator):
         ``g``.
     feature_factors_ : ndarray (n_features, k)
         ``E``.
-    item_features_ : ItemFeatures or None
+    feature_matrix_ : sparse matrix or ndarray (n_rows, n_features) or None
+        The feature rows used, training items first; ``feature_item_ids_`` their raw
+        ids, ``feature_names_`` the columns; ``item_features_`` a view of the three.
     item_has_content_ : ndarray of bool (n_items,)
+    timeline_ : UserTimeline or None
+        With a drift term: each user's training times.
     """
 
     _parameter_constraints = {
@@ -193,19 +203,15 @@ class Hybrid(ContentPredictions, FactorizationEstimator):
     def _init_state(self, train):
         rng = check_random_state(self.random_state)
         feats = resolve_item_features(self.item_features, train, self.n_components, rng)
-        self.item_features_ = feats
         n_users, n_items, k = train.n_users, train.n_items, self.n_factors
-        if feats is None:
-            F = np.zeros((n_items, 0))
-        else:
-            F = feats.matrix[:n_items]
-        self.item_has_content_ = (np.zeros(n_items, dtype=bool) if feats is None
-                                  else feats.nonzero_rows()[:n_items])
+        self._keep_features(feats, n_items)
+        F = self._training_features()
         layout = training_layout(train)
         self._layout = layout
         drifting = self.drift_regularization is not None
-        self.timeline_ = UserTimeline.fit(train) if drifting else None
-        drift_csr = layout.to_csr(centred_drift(train, self.timeline_))
+        timeline = UserTimeline.fit(train) if drifting else None
+        keep_timeline(self, timeline)
+        drift_csr = layout.to_csr(centred_drift(train, timeline))
         P, Q = initial_factors(rng, n_users, n_items, k, self.init_std)
         return HybridState(
             float(train.ratings.mean()), np.zeros(n_users), np.zeros(n_items), P, Q,
@@ -370,7 +376,6 @@ class Hybrid(ContentPredictions, FactorizationEstimator):
         self.item_factors_ = np.asarray(state.item_factors)
         self.feature_bias_ = np.asarray(state.feature_weights[:, 0])
         self.feature_factors_ = np.asarray(state.feature_weights[:, 1:])
-        self._features = state.features
         del self._layout
 
     def _fitted_state(self):
@@ -379,7 +384,7 @@ class Hybrid(ContentPredictions, FactorizationEstimator):
                            user_drift=self.user_drift_,
                            feature_weights=np.column_stack([self.feature_bias_,
                                                             self.feature_factors_]),
-                           features=self._features)
+                           features=self._training_features())
 
     def _content_scores(self, users, rows):
         return (self.global_mean_ + self.user_bias_[users] + rows @ self.feature_bias_

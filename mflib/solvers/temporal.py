@@ -60,6 +60,21 @@ class UserTimeline:
         counts = np.bincount(train.users, minlength=train.n_users)
         return cls(np.concatenate([[0], np.cumsum(counts)]), keys, origin, stride)
 
+    def store(self, model) -> None:
+        """Keep this timeline on ``model`` as plain fitted attributes (arrays and ints, so
+        model files can hold it): ``time_indptr_``, ``time_keys_``, ``time_origin_``,
+        ``time_stride_``."""
+        model.time_indptr_, model.time_keys_ = self.indptr, self.keys
+        model.time_origin_, model.time_stride_ = self.origin, self.stride
+
+    @classmethod
+    def stored(cls, model) -> UserTimeline | None:
+        """The timeline kept on ``model`` by :meth:`store` (None when it has none)."""
+        keys = getattr(model, "time_keys_", None)
+        if keys is None:
+            return None
+        return cls(model.time_indptr_, keys, int(model.time_origin_), int(model.time_stride_))
+
     def position(self, users: np.ndarray, times: np.ndarray) -> np.ndarray:
         """Mid-rank fraction ``s_u(t)`` of each (user, time); 1 for users without
         training ratings."""
@@ -92,6 +107,25 @@ def centred_drift(train: RatingMatrix, timeline: UserTimeline | None) -> np.ndar
     if timeline is None:
         return np.zeros(train.nnz)
     return rating_drift(train, timeline) + 0.5
+
+
+def keep_timeline(model, timeline: UserTimeline | None) -> None:
+    """Store ``timeline`` (or its absence) on ``model`` as plain fitted attributes."""
+    if timeline is None:
+        model.time_indptr_ = model.time_keys_ = model.time_origin_ = model.time_stride_ = None
+    else:
+        timeline.store(model)
+
+
+class TimelineAttribute:
+    """Mixin: ``timeline_``, the user timeline rebuilt from the plain fitted attributes
+    that :func:`keep_timeline` stored (so it survives a model file)."""
+
+    @property
+    def timeline_(self) -> UserTimeline | None:
+        if not hasattr(self, "time_keys_"):
+            raise AttributeError("timeline_ exists after fit")
+        return UserTimeline.stored(self)
 
 
 def add_query_drift(model, X, users: np.ndarray, pred: np.ndarray, known: np.ndarray) -> None:
@@ -185,7 +219,7 @@ class DriftState(FactorState):
         return out
 
 
-class DriftBaseline(UserPartFallback, FactorizationEstimator):
+class DriftBaseline(TimelineAttribute, UserPartFallback, FactorizationEstimator):
     """Regularised biases with a per-user drift along the user's rating history.
 
     Model (times ``t`` of the ratings; ``d_u(t)`` the drift feature of
@@ -228,6 +262,7 @@ class DriftBaseline(UserPartFallback, FactorizationEstimator):
         Slopes ``alpha_u``: how much higher the user rates now than at the start.
     item_bias_ : ndarray (n_items,)
     timeline_ : UserTimeline or None
+        Each user's training times (kept as ``time_*_`` arrays, rebuilt on access).
     """
 
     _parameter_constraints = {"regularization": [NONNEGATIVE],
@@ -245,10 +280,11 @@ class DriftBaseline(UserPartFallback, FactorizationEstimator):
         self.verbose = verbose
 
     def _init_state(self, train):
-        self.timeline_ = UserTimeline.fit(train)
+        timeline = UserTimeline.fit(train)
+        keep_timeline(self, timeline)
         return DriftState(float(train.ratings.mean()), np.zeros(train.n_users),
                           np.zeros(train.n_items), user_drift=np.zeros(train.n_users),
-                          rating_drift=centred_drift(train, self.timeline_))
+                          rating_drift=centred_drift(train, timeline))
 
     def _step(self, state, train):
         lam, mu, d = float(self.regularization), state.global_mean, state.rating_drift
@@ -283,5 +319,6 @@ class DriftBaseline(UserPartFallback, FactorizationEstimator):
         return (pred, known) if return_known else pred
 
 
-__all__ = ["DriftBaseline", "DriftState", "UserPartFallback", "UserTimeline", "add_query_drift",
-           "centred_drift", "rating_drift", "solve_bias_and_drift"]
+__all__ = ["DriftBaseline", "DriftState", "TimelineAttribute", "UserPartFallback",
+           "UserTimeline", "add_query_drift", "centred_drift", "keep_timeline", "rating_drift",
+           "solve_bias_and_drift"]
