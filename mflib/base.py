@@ -303,6 +303,13 @@ class FactorizationEstimator(BaseEstimator):
         self._train_index = train.take(np.arange(0))  # the id maps, without the ratings
         self.user_ids_ = train.user_ids
         self.item_ids_ = train.item_ids
+        comm = execution.current().comm
+        if comm is not None and (train.provenance or {}).get("shard"):
+            from .distributed.comm import Exchange  # noqa: PLC0415  (needs mpi4py)
+            from .distributed.training import remember_shard  # noqa: PLC0415
+
+            remember_shard(self, train, Exchange(comm))
+            return
         self.user_counts_ = train.user_counts()
         self.item_counts_ = train.item_counts()
         self.rating_scale_ = (float(train.ratings.min()), float(train.ratings.max()))

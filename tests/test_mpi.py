@@ -62,3 +62,21 @@ def test_sharded_reading_equals_the_whole_file(n, args, ml100k, netflix_split, m
 @pytest.mark.parametrize("n", [2, 3])
 def test_variable_projection_sums_over_ranks(n):
     _check(run_mpi(n, "problem_check.py"), n)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_distributed_als_is_bit_identical_to_one_process(n):
+    _check(run_mpi(n, "als_check.py"), n)
+
+
+@pytest.mark.realdata
+def test_sharded_als_fit_equals_the_whole_data_fit(ml100k_u1):
+    _check(run_mpi(2, "als_check.py", "ml-100k", "u1"), 2)
+
+
+def test_a_failing_rank_ends_every_rank_with_its_message():
+    result = run_mpi(3, "abort_check.py", timeout=120)  # a hang would time out
+    assert result.returncode != 0
+    assert "finished, which it must not" not in result.stdout
+    assert "rank 1 of 3 failed, ending every rank" in result.stderr
+    assert "disk full on rank 1" in result.stderr

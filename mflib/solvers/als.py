@@ -34,8 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import execution
 from ..base import FactorizationEstimator, FactorState
 from ..data.layout import training_layout
+from ..distributed.training import global_mean
 from ..fitting import StopFit
 from ..kernels.ridge import SOLVERS, ridge_rows
 from ..validation import (
@@ -172,10 +174,20 @@ class ALS(FactorizationEstimator):
         dtype = np.dtype(self.dtype)
         rng = check_random_state(self.random_state)
         k = self.n_factors
-        layout = training_layout(train)
+        exchange = execution.exchange()
+        if exchange is None:
+            layout = training_layout(train)
+        else:  # this rank's users and items (mflib.distributed): same rows, same solves
+            from ..distributed.layout import DistributedLayout  # noqa: PLC0415
+            from ..distributed.training import is_shard  # noqa: PLC0415
+
+            build = DistributedLayout.from_shard if is_shard(train) else \
+                DistributedLayout.from_full
+            layout = build(train, exchange)
+        self._exchange = exchange
         P, Q = initial_factors(rng, train.n_users, train.n_items, k, self.init_std, dtype)
         state = ALSState(
-            global_mean=float(train.ratings.mean()) if self.use_bias else 0.0,
+            global_mean=global_mean(train, exchange) if self.use_bias else 0.0,
             user_bias=np.zeros(train.n_users, dtype) if self.use_bias else None,
             item_bias=np.zeros(train.n_items, dtype) if self.use_bias else None,
             user_factors=P,
@@ -191,6 +203,10 @@ class ALS(FactorizationEstimator):
         lam, lam_b = self._lambdas()
         self._coordinate_reg = np.array(([lam_b] if self.use_bias else []) + [lam] * k)
         return state
+
+    def _finalize(self, state) -> None:
+        super()._finalize(state)
+        self.__dict__.pop("_exchange", None)  # the communicator stays with the fit
 
     def _lambdas(self) -> tuple[float, float]:
         lam = float(self.regularization)
@@ -219,6 +235,8 @@ class ALS(FactorizationEstimator):
         return np.ascontiguousarray(solution[:, 0]), np.ascontiguousarray(solution[:, 1:])
 
     def _step(self, state, train):
+        if self._exchange is not None:
+            return self._distributed_step(state)
         s = state.layout
         state.user_bias, state.user_factors = self._solve_side(
             s.user_indptr, s.user_items, state.ratings_csr, state.item_bias,
@@ -235,6 +253,39 @@ class ALS(FactorizationEstimator):
         sse = float(item_sse.sum())
         return {"objective": self.objective(state, sse=sse),
                 "train_rmse": float(np.sqrt(sse / s.nnz))}
+
+    def _distributed_step(self, state):
+        """The same half-steps on this rank's rows (``state.layout`` is a
+        :class:`~mflib.distributed.DistributedLayout`); after each, the new rows reach
+        every rank by one ``Allgatherv`` of ``[bias, factors]``. Each row is solved by
+        the same instructions from the same inputs as in one process, so the factors are
+        bit-identical; the loss is summed over ranks."""
+        d, ex = state.layout, self._exchange
+        sent = ex.bytes_sent
+
+        def half(indptr, others, ratings, other_bias, other_factors, own_bias, own_factors,
+                 reg, block, bounds, row_sse=None):
+            bias, factors = self._solve_side(
+                indptr, others, ratings, other_bias, other_factors,
+                None if own_bias is None else own_bias[block], own_factors[block],
+                reg[block], state.global_mean, row_sse=row_sse)
+            rows = ex.allgather_rows(augmented(bias, factors), bounds)
+            if own_bias is None:
+                return None, rows
+            return np.ascontiguousarray(rows[:, 0]), np.ascontiguousarray(rows[:, 1:])
+
+        state.user_bias, state.user_factors = half(
+            d.user_indptr, d.user_items, state.ratings_csr, state.item_bias, state.item_factors,
+            state.user_bias, state.user_factors, self._user_reg, d.user_block, d.user_bounds)
+        item_sse = np.empty(d.item_block.stop - d.item_block.start)
+        state.item_bias, state.item_factors = half(
+            d.item_indptr, d.item_users, state.ratings_csc, state.user_bias, state.user_factors,
+            state.item_bias, state.item_factors, self._item_reg, d.item_block, d.item_bounds,
+            row_sse=item_sse)
+        sse = float(ex.allreduce_sum(float(item_sse.sum())))
+        return {"objective": self.objective(state, sse=sse),
+                "train_rmse": float(np.sqrt(sse / d.nnz)),
+                "bytes_sent": ex.bytes_sent - sent}
 
     def objective(self, state, sse=None) -> float:
         """The objective of ``regularization_scale`` at ``state`` (see module docstring).
