@@ -21,6 +21,7 @@ from .solvers.bcd import BiasedBCD
 from .solvers.euclidean_gd import EuclideanGD
 from .solvers.lasso_mf import LassoMF
 from .solvers.riemannian import DANE, RAGD, RGD, RSARAH, RSPIDER, RSVRG, Catalyst
+from .solvers.second_order import LevenbergMarquardt, NewtonCG, NewtonMF
 from .solvers.sgd import SGD, SVRG
 from .solvers.soft_impute import SoftImpute, soft_impute_path
 from .solvers.soft_impute_als import SoftImputeALS
@@ -42,7 +43,10 @@ __all__ = [
     "History",
     "ItemMean",
     "LassoMF",
+    "LevenbergMarquardt",
     "LogMetrics",
+    "NewtonCG",
+    "NewtonMF",
     "Popularity",
     "RatingMatrix",
     "RAGD",

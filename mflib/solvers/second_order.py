@@ -1,0 +1,743 @@
+"""Second-order methods for the factorisation objective: modified Newton with a dense
+exact Hessian (:class:`NewtonMF`), Gauss-Newton / Levenberg-Marquardt
+(:class:`LevenbergMarquardt`) and truncated Newton-CG (:class:`NewtonCG`), the last two
+matrix-free.
+
+All three minimise, over ``x = (P, Q[, b, c])``,
+
+    f = 1/(2N) [ sum_Omega (r_ui - o_ui - p_u . q_i [- b_u - c_i])^2
+                 + regularization (|P|^2 + |Q|^2) + bias_regularization (|b|^2 + |c|^2) ]
+
+(``N = |Omega|``; ``o_ui`` the fixed centring of ``center``: 0, the training mean
+``mu``, or the bias baseline ``mu + b0_u + c0_i``; the biases ``b, c`` are variables
+only with ``use_bias``; see :mod:`mflib.solvers.factorization_problem` for the
+derivatives). With ``center="mean"`` and ``use_bias=True`` (the defaults), ``2N f`` is
+ALS's ``regularization_scale="sum"`` objective. One ``_step`` is one outer iteration: a
+search direction from second-order information, then Armijo backtracking from the unit
+step (:class:`~mflib.solvers.riemannian.line_search.ArmijoLineSearch` on the Euclidean
+space). The history records ``objective``, ``grad_norm`` (Euclidean norm of the
+gradient of f), ``step_size`` (the accepted Armijo multiplier of the direction),
+``train_rmse`` (from the step's residuals) and per method ``cg_iterations``,
+``hessian_products``, ``shift``, ``damping``. ``tol`` is a bound on the gradient norm:
+the fit stops as converged once ``grad_norm < tol``.
+
+Also here: :class:`HandBuiltRank1Newton`, a reconstruction of the original study's
+broken rank-1 Newton method (for the notebook ``09_second_order``); :class:`MonitoredALS`,
+ALS recording the gradient norm of f at its iterates; and small helpers of that notebook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..base import FactorizationEstimator, FactorState
+from ..data.layout import training_layout
+from ..data.ratings import RatingMatrix
+from ..fitting import StopFit
+from ..validation import (
+    BOOLEAN,
+    NONE,
+    NONNEGATIVE,
+    POSITIVE,
+    POSITIVE_INT,
+    Constraint,
+    HasMethods,
+    Interval,
+    Options,
+    check_positive_int,
+    check_random_state,
+)
+from .als import ALS
+from .baselines import CENTER_CONSTRAINT, center
+from .euclidean_gd import _Euclidean
+from .factorization_problem import (
+    FORCING,
+    FactorizationProblem,
+    cholesky_shift_direction,
+    eigenvalue_shift_direction,
+    forcing_term,
+    modified_cholesky_direction,
+    truncated_cg,
+)
+from .riemannian.line_search import ArmijoLineSearch
+from .state import initial_factors
+
+HESSIAN_MODIFICATIONS = ("eigenvalue_shift", "cholesky_shift", "modified_cholesky")
+PRECONDITIONERS = ("block_jacobi", "none")
+
+
+@dataclass
+class SecondOrderState(FactorState):
+    """The model as views of one vector ``x`` (``user_factors`` is ``P`` ...), f there,
+    its residuals and gradient, the problem (shared by copies) and solver extras."""
+
+    problem: FactorizationProblem | None = None
+    x: np.ndarray | None = None
+    value: float = np.nan
+    residuals: np.ndarray | None = None
+    gradient: np.ndarray | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    def move_to(self, x, value, residuals, gradient) -> None:
+        self.x, self.value, self.residuals, self.gradient = x, float(value), residuals, gradient
+        self.user_factors, self.item_factors, _, _ = self.problem.split(x)
+        self.user_bias, self.item_bias = self.problem.biases(x)
+
+    def copy(self):
+        out = dataclasses.replace(self, extra=dict(self.extra))
+        out.move_to(self.x.copy(), self.value, self.residuals.copy(), self.gradient.copy())
+        return out
+
+
+COMMON_DOC = """
+    n_factors : int, default 10
+        Rank ``k``.
+    regularization : float, default 0.1
+        ``regularization`` on ``|P|^2 + |Q|^2`` in the bracket of f.
+    bias_regularization : float or None, default None
+        Penalty on ``|b|^2 + |c|^2``, and the regularisation of the bias baseline that
+        ``center="biases"`` removes (None: ``regularization``).
+    center : {"mean", "biases", "none"}, default "mean"
+        The fixed offset ``o_ui``: the training mean, the regularised bias baseline
+        (:func:`mflib.solvers.baselines.center`), or nothing.
+    use_bias : bool, default True
+        Fit biases ``b_u + c_i`` with the factors (on top of the centring).
+    init_std : float, default 0.1
+        Factors start as N(0, init_std^2) entries, biases at 0.
+    line_search : ArmijoLineSearch, optional
+        Backtracking from the unit step; default ``ArmijoLineSearch()``.
+    max_iter : int
+        Outer iterations.
+    tol : float, default 1e-8
+        Stop as converged when the gradient norm of f falls below ``tol``.
+    n_jobs : int or None, default None
+        numba threads of the per-rating kernels (None: all).
+    random_state : int, Generator or None
+    verbose : int, default 0
+    callbacks : list of callables, optional
+"""
+
+CG_DOC = """    forcing : {"eisenstat_walker", "quadratic", "superlinear"}
+        Default ``"eisenstat_walker"``. Relative tolerance ``eta`` of each CG solve
+        (``|A d + g| <= eta |g|``): choice 2 of Eisenstat & Walker (gamma 0.9,
+        exponent 2, quadratic local convergence),
+        ``min(0.5, |g|/|g_0|)`` or ``min(0.5, sqrt(|g|/|g_0|))``; see
+        :func:`~mflib.solvers.factorization_problem.forcing_term`.
+    cg_max_iter : int
+        Products per CG solve, at most.
+    preconditioner : {"block_jacobi", "none"}, default "block_jacobi"
+        CG preconditioned by the inverse of the per-user and per-item diagonal blocks
+        (the ALS normal matrices), or not at all.
+"""
+
+
+def factorization_problem(train, n_factors, regularization, bias_regularization=None,
+                          center_how="mean", use_bias=True) -> FactorizationProblem:
+    """The objective f of the second-order estimators on ``train`` (a RatingMatrix):
+    centred by :func:`mflib.solvers.baselines.center` (``center_how``), with
+    ``bias_regularization`` None meaning ``regularization``."""
+    lam_b = regularization if bias_regularization is None else bias_regularization
+    offsets = center(train, center_how, lam_b)
+    return FactorizationProblem(training_layout(train), n_factors, regularization, lam_b,
+                                use_bias, offsets.mean, offsets.user_bias, offsets.item_bias)
+
+
+class _SecondOrder(FactorizationEstimator):
+    """Shared set-up: the problem, the initial point, the Armijo step, the final copy."""
+
+    _parameter_constraints = {
+        "n_factors": [POSITIVE_INT],
+        "regularization": [NONNEGATIVE],
+        "bias_regularization": [NONE, NONNEGATIVE],
+        "center": CENTER_CONSTRAINT,
+        "use_bias": [BOOLEAN],
+        "init_std": [POSITIVE],
+        "line_search": [NONE, HasMethods("search")],
+    }
+    _contract_params = {"n_factors": 2, "max_iter": 4, "regularization": 0.5}
+    _monitor = "grad_norm"
+    _monitor_change = True  # tol bounds the gradient norm itself
+
+    def _problem(self, train) -> FactorizationProblem:
+        return factorization_problem(train, self.n_factors, self.regularization,
+                                     self.bias_regularization, self.center, self.use_bias)
+
+    def _init_state(self, train):
+        problem = self._problem(train)
+        self._check_problem(problem)
+        rng = check_random_state(self.random_state)
+        P, Q = initial_factors(rng, train.n_users, train.n_items, self.n_factors,
+                               self.init_std)
+        b, c = (np.zeros(train.n_users), np.zeros(train.n_items)) if self.use_bias \
+            else (None, None)
+        x = problem.pack(P, Q, b, c)
+        value, e = problem.cost(x)
+        state = SecondOrderState(global_mean=problem.global_mean, problem=problem)
+        state.move_to(x, value, e, problem.gradient(x, e))
+        state.extra.update(first_grad_norm=float(np.linalg.norm(state.gradient)),
+                           hessian_products=0)
+        return state
+
+    def _check_problem(self, problem) -> None:
+        """Refuse problems the method cannot handle (subclasses)."""
+
+    def _line_search(self):
+        return self.line_search if self.line_search is not None else ArmijoLineSearch()
+
+    def _search_and_move(self, state, direction, slope) -> dict:
+        """Armijo backtracking from the unit step along ``direction``; moves the state and
+        returns the common metrics."""
+        problem = state.problem
+        res = self._line_search().search(problem.cost, _Euclidean, state.x, direction,
+                                         state.value, slope, 1.0)
+        if not res.value < state.value:
+            # Armijo accepted a step whose decrease is below f's rounding: stop there
+            # rather than repeat it until max_iter
+            raise StopFit(
+                f"round-off floor: no decrease of f in floating point (f={state.value:.17g}, "
+                f"gradient norm {np.linalg.norm(state.gradient):.3g}); lower tol or accept "
+                "this point")
+        state.move_to(res.point, res.value, res.payload,
+                      problem.gradient(res.point, res.payload))
+        e = state.residuals
+        return {"objective": state.value, "grad_norm": float(np.linalg.norm(state.gradient)),
+                "step_size": res.step, "evaluations": res.n_evaluations,
+                "train_rmse": float(np.sqrt(e @ e / problem.nnz))}
+
+    def _finalize(self, state):
+        P, Q, _, _ = state.problem.split(state.x)
+        state.user_factors, state.item_factors = P.copy(), Q.copy()
+        state.user_bias, state.item_bias = state.problem.biases(state.x)
+        FactorizationEstimator._finalize(self, state)
+
+
+class NewtonMF(_SecondOrder):
+    __doc__ = """Modified Newton's method with the dense exact Hessian (small problems).
+
+    Per iteration: the exact Hessian ``H`` of f (assembled from the sparse Jacobian and
+    residual terms, :meth:`FactorizationProblem.hessian`) is made positive definite,
+    ``d = -(H + F)^-1 g``, and an Armijo search runs from the unit step. Near a
+    minimiser with a positive-definite Hessian no modification is needed and the
+    convergence is quadratic. ``H`` has ``d^2`` entries with
+    ``d = (n_users + n_items)(n_factors + use_bias)``: problems above
+    ``max_dense_variables`` are refused (use :class:`NewtonCG`).
+
+    Objective (see :mod:`mflib.solvers.second_order`):
+    ``f = 1/(2N)[sum_Omega e_ui^2 + regularization (|P|^2 + |Q|^2)
+    + bias_regularization (|b|^2 + |c|^2)]``.
+
+    Parameters
+    ----------""" + COMMON_DOC + """    hessian_modification : str, default "eigenvalue_shift"
+        How ``H`` is made positive definite (``F`` below), when it is not; one of
+        ``"eigenvalue_shift"``, ``"cholesky_shift"``, ``"modified_cholesky"``:
+        ``"eigenvalue_shift"``, ``F = tau I`` with the smallest eigenvalue of ``H + F``
+        set to ``max(delta, |lambda_min(H)|)`` (one symmetric eigendecomposition,
+        :func:`~mflib.solvers.factorization_problem.eigenvalue_shift_direction`);
+        ``"cholesky_shift"``, ``F = tau I`` found by Cholesky attempts with a doubling
+        ``tau`` (no eigendecomposition, :func:`~mflib.solvers.factorization_problem.
+        cholesky_shift_direction`); ``"modified_cholesky"``, the Gill-Murray-Wright
+        factorisation ``L D L^T = H + F`` with ``F`` diagonal
+        (:func:`~mflib.solvers.factorization_problem.modified_cholesky`). A positive
+        definite ``H`` is used as is by all three.
+    curvature_floor : float, default 1e-8
+        ``delta``, the smallest eigenvalue (or pivot) allowed, relative to the largest
+        absolute eigenvalue (or diagonal entry) of ``H``.
+    max_dense_variables : int, default 2000
+        Largest ``d`` for which the dense Hessian is formed.
+
+    Attributes
+    ----------
+    user_factors_, item_factors_ : ndarray of shape (n_users, k), (n_items, k)
+    user_bias_, item_bias_ : ndarray or None
+    history_ : History
+        ``objective``, ``grad_norm``, ``step_size``, ``shift`` (``tau``, or the largest
+        diagonal modification), ``min_eigenvalue`` (eigenvalue shift only),
+        ``train_rmse``.
+    """
+
+    _parameter_constraints = {
+        "hessian_modification": [Options(*HESSIAN_MODIFICATIONS)],
+        "curvature_floor": [Interval("real", 0, 1, closed="neither")],
+        "max_dense_variables": [POSITIVE_INT],
+    }
+
+    def __init__(self, n_factors=10, regularization=0.1, bias_regularization=None,
+                 center="mean", use_bias=True, hessian_modification="eigenvalue_shift",
+                 curvature_floor=1e-8, max_dense_variables=2000, init_std=0.1,
+                 line_search=None, max_iter=50, tol=1e-8, n_jobs=None, random_state=None,
+                 verbose=0, callbacks=None):
+        self.n_factors = n_factors
+        self.regularization = regularization
+        self.bias_regularization = bias_regularization
+        self.center = center
+        self.use_bias = use_bias
+        self.hessian_modification = hessian_modification
+        self.curvature_floor = curvature_floor
+        self.max_dense_variables = max_dense_variables
+        self.init_std = init_std
+        self.line_search = line_search
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def _check_problem(self, problem):
+        message = problem.dense_size_error(self.max_dense_variables, type(self).__name__)
+        if message:
+            raise ValueError(message)
+
+    def _direction(self, state) -> tuple[np.ndarray, float, dict]:
+        """``(direction, slope, metrics)`` of one modified Newton step."""
+        g = state.gradient
+        H = state.problem.hessian(state.x, state.residuals)
+        if self.hessian_modification == "eigenvalue_shift":
+            d, tau, lam_min = eigenvalue_shift_direction(H, g, self.curvature_floor)
+            return d, float(g @ d), {"shift": tau, "min_eigenvalue": lam_min}
+        if self.hessian_modification == "cholesky_shift":
+            d, tau, attempts = cholesky_shift_direction(H, g, self.curvature_floor)
+            return d, float(g @ d), {"shift": tau, "factorizations": attempts}
+        d, added = modified_cholesky_direction(H, g, self.curvature_floor)
+        return d, float(g @ d), {"shift": added}
+
+    def _step(self, state, train):
+        if not np.any(state.gradient):
+            return {"objective": state.value, "grad_norm": 0.0, "converged": True}
+        direction, slope, extra = self._direction(state)
+        return {**self._search_and_move(state, direction, slope), **extra}
+
+
+class _MatrixFree(_SecondOrder):
+    """CG-based steps: the forcing term, the preconditioner, the bookkeeping."""
+
+    _parameter_constraints = {
+        "forcing": [Options(*FORCING)],
+        "cg_max_iter": [POSITIVE_INT],
+        "preconditioner": [Options(*PRECONDITIONERS)],
+    }
+
+    def _forcing(self, state) -> float:
+        extra, g_norm = state.extra, float(np.linalg.norm(state.gradient))
+        eta = forcing_term(self.forcing, g_norm, extra.get("previous_grad_norm"),
+                           extra.get("previous_eta"), extra["first_grad_norm"],
+                           float(self.tol or 0.0))
+        extra.update(previous_grad_norm=g_norm, previous_eta=eta)
+        return eta
+
+    def _solve(self, state, curvature, apply, damping, eta):
+        precondition = curvature.preconditioner(damping) \
+            if self.preconditioner == "block_jacobi" else None
+        cg = truncated_cg(apply, state.gradient, eta, self.cg_max_iter, precondition)
+        return cg
+
+
+class NewtonCG(_MatrixFree):
+    __doc__ = """Truncated (inexact) Newton with conjugate gradients on exact
+    Hessian-vector products: matrix-free, for problems of any size.
+
+    Per iteration: preconditioned CG on ``H d = -g`` (products ``H v`` vectorised over
+    the ratings, :meth:`Curvature.hessian_vector`), stopped at the relative residual
+    ``forcing`` sets or at the first direction of non-positive curvature (then the CG
+    iterate so far, or ``-M^-1 g`` if it is the first: always a descent direction), and
+    an Armijo search from the unit step. With Eisenstat-Walker forcing the local
+    convergence is quadratic.
+
+    Objective (see :mod:`mflib.solvers.second_order`):
+    ``f = 1/(2N)[sum_Omega e_ui^2 + regularization (|P|^2 + |Q|^2)
+    + bias_regularization (|b|^2 + |c|^2)]``.
+
+    Parameters
+    ----------""" + COMMON_DOC + CG_DOC + """
+    Attributes
+    ----------
+    user_factors_, item_factors_ : ndarray of shape (n_users, k), (n_items, k)
+    user_bias_, item_bias_ : ndarray or None
+    history_ : History
+        ``objective``, ``grad_norm``, ``step_size``, ``cg_iterations``,
+        ``negative_curvature`` (1 when CG stopped at one), ``forcing``,
+        ``hessian_products`` (cumulative), ``train_rmse``.
+    """
+
+    def __init__(self, n_factors=10, regularization=0.1, bias_regularization=None,
+                 center="mean", use_bias=True, forcing="eisenstat_walker", cg_max_iter=250,
+                 preconditioner="block_jacobi", init_std=0.1, line_search=None, max_iter=100,
+                 tol=1e-8, n_jobs=None, random_state=None, verbose=0, callbacks=None):
+        self.n_factors = n_factors
+        self.regularization = regularization
+        self.bias_regularization = bias_regularization
+        self.center = center
+        self.use_bias = use_bias
+        self.forcing = forcing
+        self.cg_max_iter = cg_max_iter
+        self.preconditioner = preconditioner
+        self.init_std = init_std
+        self.line_search = line_search
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def _step(self, state, train):
+        if not np.any(state.gradient):
+            return {"objective": state.value, "grad_norm": 0.0, "converged": True}
+        eta = self._forcing(state)
+        curvature = state.problem.curvature(state.x, state.residuals)
+        cg = self._solve(state, curvature, curvature.hessian_vector, 0.0, eta)
+        state.extra["hessian_products"] += curvature.n_products
+        metrics = self._search_and_move(state, cg.direction, float(state.gradient @ cg.direction))
+        return {**metrics, "cg_iterations": cg.iterations,
+                "negative_curvature": int(cg.negative_curvature), "forcing": eta,
+                "hessian_products": state.extra["hessian_products"]}
+
+
+class LevenbergMarquardt(_MatrixFree):
+    __doc__ = """Gauss-Newton / Levenberg-Marquardt, matrix-free.
+
+    Per iteration: preconditioned CG on ``(G + mu I) d = -g`` with the Gauss-Newton
+    matrix ``G = (1/N)(J^T J + Lambda)`` (products vectorised over the ratings,
+    :meth:`Curvature.gauss_newton_vector`; positive definite, so no negative
+    curvature), an Armijo search from the unit step, and ``mu`` updated from the gain
+    ratio ``rho`` = actual / predicted (by the Gauss-Newton model) decrease:
+    ``mu / 3`` when ``rho > 0.75``, ``2 mu`` when ``rho < 0.25``. ``damping=0`` with
+    ``damping_update="fixed"`` is Gauss-Newton with a line search. ``G`` drops the
+    residual term of the Hessian, so the local convergence is linear unless the
+    residuals vanish (a noiseless planted problem).
+
+    Objective (see :mod:`mflib.solvers.second_order`):
+    ``f = 1/(2N)[sum_Omega e_ui^2 + regularization (|P|^2 + |Q|^2)
+    + bias_regularization (|b|^2 + |c|^2)]``.
+
+    Parameters
+    ----------""" + COMMON_DOC + CG_DOC + """    damping : float, default 1e-3
+        Initial ``mu`` relative to the mean diagonal entry of ``G`` at the initial point.
+    damping_update : {"adaptive", "fixed"}, default "adaptive"
+
+    Attributes
+    ----------
+    user_factors_, item_factors_ : ndarray of shape (n_users, k), (n_items, k)
+    user_bias_, item_bias_ : ndarray or None
+    history_ : History
+        ``objective``, ``grad_norm``, ``step_size``, ``cg_iterations``, ``damping``
+        (``mu`` of the step), ``gain_ratio``, ``forcing``, ``hessian_products``
+        (cumulative Gauss-Newton products), ``train_rmse``.
+    """
+
+    _parameter_constraints = {"damping": [NONNEGATIVE],
+                              "damping_update": [Options("adaptive", "fixed")]}
+
+    def __init__(self, n_factors=10, regularization=0.1, bias_regularization=None,
+                 center="mean", use_bias=True, damping=1e-3, damping_update="adaptive",
+                 forcing="eisenstat_walker", cg_max_iter=250, preconditioner="block_jacobi",
+                 init_std=0.1, line_search=None, max_iter=100, tol=1e-8, n_jobs=None,
+                 random_state=None, verbose=0, callbacks=None):
+        self.n_factors = n_factors
+        self.regularization = regularization
+        self.bias_regularization = bias_regularization
+        self.center = center
+        self.use_bias = use_bias
+        self.damping = damping
+        self.damping_update = damping_update
+        self.forcing = forcing
+        self.cg_max_iter = cg_max_iter
+        self.preconditioner = preconditioner
+        self.init_std = init_std
+        self.line_search = line_search
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def _step(self, state, train):
+        if not np.any(state.gradient):
+            return {"objective": state.value, "grad_norm": 0.0, "converged": True}
+        eta = self._forcing(state)
+        curvature = state.problem.curvature(state.x, state.residuals)
+        if "damping" not in state.extra:  # relative to G's mean diagonal at the start
+            blocks = curvature.block_diagonal()
+            mean_diag = np.mean(np.concatenate(
+                [np.diagonal(B, axis1=1, axis2=2).ravel() for B in blocks]))
+            state.extra["damping"] = float(self.damping) * float(mean_diag)
+        mu = state.extra["damping"]
+
+        def apply(v):
+            return curvature.gauss_newton_vector(v) + mu * v
+
+        cg = self._solve(state, curvature, apply, mu, eta)
+        d, g, before = cg.direction, state.gradient, state.value
+        slope = float(g @ d)
+        metrics = self._search_and_move(state, d, slope)
+        t = metrics["step_size"]
+        predicted = -(t * slope + 0.5 * t * t * float(d @ curvature.gauss_newton_vector(d)))
+        rho = (before - state.value) / predicted if predicted > 0 else 0.0
+        if self.damping_update == "adaptive":
+            if rho > 0.75:
+                state.extra["damping"] = mu / 3.0
+            elif rho < 0.25:
+                state.extra["damping"] = mu * 2.0
+        state.extra["hessian_products"] += curvature.n_products
+        return {**metrics, "cg_iterations": cg.iterations, "damping": mu,
+                "gain_ratio": float(rho), "forcing": eta,
+                "hessian_products": state.extra["hessian_products"]}
+
+
+# ====================================================================== the original study
+ORIGINAL_ERRORS = ("gradient_factor", "cross_term", "shift")
+
+
+class _SubsetOf(Constraint):
+    """A tuple or list of distinct values from ``values``."""
+
+    def __init__(self, *values):
+        self.values = values
+
+    def accepts(self, value) -> bool:
+        return (isinstance(value, (tuple, list)) and len(set(value)) == len(value)
+                and all(isinstance(v, str) and v in self.values for v in value))
+
+    def describe(self) -> str:
+        return "a tuple of distinct values from " + ", ".join(map(repr, self.values))
+
+
+class HandBuiltRank1Newton(NewtonMF):
+    """The original study's Newton method for ``min sum_Omega (r_ui - u_i v_j)^2``,
+    rebuilt with its errors, to show what they do. Do not use it to fit models.
+
+    The original notebook is not in this repository; the issue that asked for this
+    study (#14) says its hand-built Hessian and gradient had wrong factors, that the
+    Hessian was shifted by its smallest eigenvalue, and that it never converged. This
+    class makes those errors explicit, each switchable through ``errors``, on the exact
+    derivatives of :class:`NewtonMF` (rank 1, no biases). Written for
+    ``F = sum (r_ij - u_i v_j)^2`` (``2N f`` with ``regularization=0``):
+
+    ``"gradient_factor"``
+        ``dF/du_i`` written ``-sum_j (r_ij - u_i v_j) v_j``: the 2 of the square is
+        missing, while the Hessian keeps it, so every direction is half the Newton
+        step and the Armijo slope is half the true one.
+    ``"cross_term"``
+        ``d2F/du_i dv_j`` written ``-2 (r_ij - u_i v_j)``; the product rule gives
+        ``-2 (r_ij - 2 u_i v_j)``: the ``2 u_i v_j`` from differentiating the residual's
+        own ``v_j`` is missing, so the matrix is neither the Hessian nor its
+        Gauss-Newton part.
+    ``"shift"``
+        ``H - lambda_min(H) I`` for the direction: whatever the sign of ``lambda_min``
+        this matrix is singular (its smallest eigenvalue is exactly 0), so the solve
+        returns a huge step along that eigenvector or fails.
+
+    Without ``"shift"``, the direction uses :class:`NewtonMF`'s eigenvalue shift. The
+    recorded ``grad_norm`` is always the true gradient's; ``used_grad_norm`` is that of
+    the gradient the method believed.
+
+    Parameters
+    ----------
+    errors : tuple of str, default ("gradient_factor", "cross_term", "shift")
+    regularization : float, default 0.0
+        The original had none.
+    init_std, line_search, max_iter, tol, n_jobs, random_state, verbose, callbacks :
+        As :class:`NewtonMF`.
+    """
+
+    # the original model: rank 1, no biases, dense eigenvalue-shifted Newton
+    n_factors = 1
+    center = "none"
+    use_bias = False
+    bias_regularization = None
+    hessian_modification = "eigenvalue_shift"
+    curvature_floor = 1e-8
+
+    _parameter_constraints = {"errors": [_SubsetOf(*ORIGINAL_ERRORS)]}
+
+    def __init__(self, errors=ORIGINAL_ERRORS, regularization=0.0, init_std=0.1,
+                 max_dense_variables=2000, line_search=None, max_iter=30, tol=1e-8,
+                 n_jobs=None, random_state=None, verbose=0, callbacks=None):
+        self.errors = errors
+        self.regularization = regularization
+        self.init_std = init_std
+        self.max_dense_variables = max_dense_variables
+        self.line_search = line_search
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+        self.callbacks = callbacks
+
+    def _direction(self, state):
+        problem, errors = state.problem, set(self.errors)
+        g = state.gradient * (0.5 if "gradient_factor" in errors else 1.0)
+        H = problem.hessian(state.x, state.residuals)
+        if "cross_term" in errors:
+            P, Q, _, _ = problem.split(state.x)
+            rows, cols = problem.cross_indices()
+            uv = (P[problem.rows, 0] * Q[problem.cols, 0]) / problem.nnz
+            H[rows, cols] -= uv
+            H[cols, rows] -= uv
+        if "shift" not in errors:
+            d, tau, lam_min = eigenvalue_shift_direction(H, g, self.curvature_floor)
+            extra = {"shift": tau, "min_eigenvalue": lam_min}
+        else:
+            lam_min = float(np.linalg.eigvalsh(H)[0])
+            try:
+                d = np.linalg.solve(H - lam_min * np.eye(len(g)), -g)
+            except np.linalg.LinAlgError as exc:
+                raise StopFit(f"singular shifted Hessian H - lambda_min I: {exc}") from exc
+            extra = {"shift": -lam_min, "min_eigenvalue": lam_min}
+        extra.update(used_grad_norm=float(np.linalg.norm(g)),
+                     direction_norm=float(np.linalg.norm(d)))
+        return d, float(g @ d), extra
+
+
+# ====================================================================== ALS, monitored
+class MonitoredALS(ALS):
+    """:class:`~mflib.solvers.als.ALS` that also records, at every epoch's iterate, the
+    objective f of the second-order methods and its gradient norm, so ALS appears on
+    their convergence plots.
+
+    With ``regularization_scale="sum"`` (required) ALS minimises ``2N f`` (``f`` as in
+    :mod:`mflib.solvers.second_order`, ``bias_regularization`` None meaning
+    ``regularization``). The history's ``objective`` is f (ALS's own objective divided
+    by ``2N``), ``grad_norm`` the Euclidean norm of its gradient; computing it costs
+    one residual pass and one gradient per epoch, which the recorded ``time`` includes.
+    Parameters as :class:`~mflib.solvers.als.ALS`.
+    """
+
+    def _init_state(self, train):
+        if self.regularization_scale != "sum":
+            raise ValueError(
+                f"MonitoredALS reports f, which ALS minimises only with "
+                f"regularization_scale='sum', got {self.regularization_scale!r}")
+        self._factorization = factorization_problem(
+            train, self.n_factors, self.regularization, self.bias_regularization,
+            "mean" if self.use_bias else "none", self.use_bias)
+        return super()._init_state(train)
+
+    def _step(self, state, train):
+        metrics = super()._step(state, train)
+        problem = self._factorization
+        x = problem.pack(state.user_factors, state.item_factors, state.user_bias,
+                         state.item_bias)
+        value, e = problem.cost(x)
+        metrics.update(objective=value,
+                       grad_norm=float(np.linalg.norm(problem.gradient(x, e))))
+        return metrics
+
+    def _finalize(self, state):
+        super()._finalize(state)
+        del self._factorization
+
+
+# ====================================================================== notebook helpers
+def densest_block(ratings: RatingMatrix, n_users: int, n_items: int) -> RatingMatrix:
+    """The ratings of the ``n_users`` most active users on the ``n_items`` most rated
+    items (ties by inner index), as a new RatingMatrix of those users and items only (raw
+    ids kept): a small problem for dense-Hessian methods."""
+    check_positive_int(n_users, "n_users")
+    check_positive_int(n_items, "n_items")
+    users = np.argsort(-ratings.user_counts(), kind="stable")[:n_users]
+    items = np.argsort(-ratings.item_counts(), kind="stable")[:n_items]
+    keep = np.isin(ratings.users, users) & np.isin(ratings.items, items)
+    if not keep.any():
+        raise ValueError(f"the {n_users} most active users rated none of the {n_items} "
+                         "most rated items; take more of either")
+    return RatingMatrix.from_arrays(ratings.user_ids[ratings.users[keep]],
+                                    ratings.item_ids[ratings.items[keep]],
+                                    ratings.ratings[keep], name=f"{ratings.name} block")
+
+
+def first_reached(models: dict, thresholds=(1e-4, 1e-8), key: str = "grad_norm"
+                  ) -> pd.DataFrame:
+    """Iteration and solver seconds at which each fitted model's history first has
+    ``key`` at or below each threshold (NaN: never), with its seconds per iteration.
+
+    Returns a DataFrame indexed by model name.
+    """
+    rows = []
+    for name, model in models.items():
+        h = model.history_
+        values, seconds = h[key], h["time"]
+        row = {"model": name, "iterations": len(h),
+               "seconds_per_iteration": float(seconds[-1] / len(h)) if len(h) else np.nan}
+        for t in thresholds:
+            hit = np.flatnonzero(values <= t)
+            row[f"iteration to {t:g}"] = int(hit[0]) + 1 if hit.size else np.nan
+            row[f"seconds to {t:g}"] = float(seconds[hit[0]]) if hit.size else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("model")
+
+
+def derivative_costs(train, n_factors: int = 10, regularization: float = 0.1, *,
+                     use_bias: bool = True, repeats: int = 5, random_state=0,
+                     dense: bool | None = None) -> pd.DataFrame:
+    """Measured seconds (median of ``repeats``) of the operations the methods are built
+    from, at a random point of f on ``train``: residuals + value, gradient, one Hessian-
+    and one Gauss-Newton-vector product, the block-Jacobi set-up, one ALS epoch, and (when
+    ``dense`` or, by default, when ``d <= 2000``) the dense Hessian and its
+    eigendecomposition. Returns a DataFrame with ``seconds`` and ``relative to a
+    gradient``.
+    """
+    check_positive_int(repeats, "repeats")
+    problem = factorization_problem(train, n_factors, regularization, None,
+                                    "mean" if use_bias else "none", use_bias)
+    rng = check_random_state(random_state)
+    x = rng.normal(0.0, 0.1, problem.n_variables)
+    v = rng.normal(size=problem.n_variables)
+    e = problem.residuals(x)
+    curvature = problem.curvature(x, e)
+    operations = {
+        "residuals and value": lambda: problem.cost(x),
+        "gradient (from residuals)": lambda: problem.gradient(x, e),
+        "Hessian-vector product": lambda: curvature.hessian_vector(v),
+        "Gauss-Newton-vector product": lambda: curvature.gauss_newton_vector(v),
+        "block-Jacobi preconditioner set-up": lambda: curvature.preconditioner(0.0),
+    }
+    if dense or (dense is None and problem.n_variables <= 2000):
+        operations["dense Hessian"] = lambda: problem.hessian(x, e)
+        H = problem.hessian(x, e)
+        operations["eigendecomposition of the Hessian"] = lambda: np.linalg.eigh(H)
+    rows = []
+    for name, op in operations.items():
+        op()  # compile and warm caches outside the clock
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            op()
+            times.append(time.perf_counter() - t0)
+        rows.append({"operation": name, "seconds": float(np.median(times))})
+    # an ALS epoch as its own fit records it (set-up excluded), after a compiling fit
+    als = ALS(n_factors=n_factors, regularization=regularization, use_bias=use_bias,
+              max_iter=repeats, tol=0.0, random_state=random_state)
+    als.set_params(max_iter=1).fit(train)
+    epochs = np.diff(np.r_[0.0, als.set_params(max_iter=repeats).fit(train).history_["time"]])
+    rows.append({"operation": "ALS epoch", "seconds": float(np.median(epochs))})
+    table = pd.DataFrame(rows).set_index("operation")
+    table["relative to a gradient"] = table["seconds"] / (
+        table.loc["gradient (from residuals)", "seconds"]
+        + table.loc["residuals and value", "seconds"])
+    table.attrs["n_variables"] = problem.n_variables
+    return table
+
+
+__all__ = [
+    "HESSIAN_MODIFICATIONS",
+    "ORIGINAL_ERRORS",
+    "PRECONDITIONERS",
+    "HandBuiltRank1Newton",
+    "LevenbergMarquardt",
+    "MonitoredALS",
+    "NewtonCG",
+    "NewtonMF",
+    "SecondOrderState",
+    "densest_block",
+    "factorization_problem",
+    "derivative_costs",
+    "first_reached",
+]
