@@ -14,8 +14,8 @@ from mflib import make_low_rank
 from mflib.data.layout import training_layout
 from mflib.execution import ExecutionPolicy, use_policy
 from mflib.solvers.als import ALS
-from mflib.solvers.factorization_problem import (
-    FactorizationProblem,
+from mflib.solvers.factorization_problem import FactorizationProblem
+from mflib.solvers.newton_steps import (
     cholesky_shift_direction,
     eigenvalue_shift_direction,
     forcing_term,
@@ -25,13 +25,17 @@ from mflib.solvers.factorization_problem import (
 )
 from mflib.solvers.riemannian import ArmijoLineSearch
 from mflib.solvers.second_order import (
-    HandBuiltRank1Newton,
     LevenbergMarquardt,
-    MonitoredALS,
     NewtonCG,
     NewtonMF,
-    densest_block,
     factorization_problem,
+)
+from mflib.solvers.second_order_study import (
+    HandBuiltRank1Newton,
+    MonitoredALS,
+    densest_block,
+    derivative_costs,
+    diagnose_hand_built,
     first_reached,
 )
 
@@ -422,6 +426,17 @@ def test_hand_built_derivatives_carry_the_described_errors(planted_rank1):
     assert first.history_["used_grad_norm"][0] == pytest.approx(0.5 * np.linalg.norm(g))
 
 
+def test_diagnosis_of_the_hand_built_method(planted_rank1):
+    rm, _ = planted_rank1
+    d = diagnose_hand_built(rm, random_state=0)
+    assert d["|hand gradient| / |gradient|"] == pytest.approx(0.5)
+    assert 0 < d["|hand Hessian - Hessian| / |Hessian|"] < 1
+    scale = abs(d["smallest eigenvalue of the hand Hessian"])
+    assert abs(d["smallest eigenvalue after the original shift"]) < 1e-12 * max(scale, 1)
+    assert d["original direction: length"] > 1e6 * d["fixed direction: length"]
+    assert d["fixed direction: slope g.d"] < 0
+
+
 def _initial_rank1(rm):
     from mflib.solvers.state import initial_factors
     from mflib.validation import check_random_state
@@ -460,6 +475,16 @@ def test_monitored_als_reports_the_factorization_gradient(small_low_rank):
     assert np.abs(g[o[1]:o[2]]).max() < 1e-12 * np.abs(g).max() + 1e-15
     with pytest.raises(ValueError, match="regularization_scale='sum'"):
         MonitoredALS(regularization_scale="course").fit(rm)
+
+
+def test_derivative_costs_table(small_low_rank):
+    rm, _ = small_low_rank
+    table = derivative_costs(rm, 3, 0.5, repeats=1, n_jobs=1)
+    assert {"Hessian-vector product", "ALS epoch", "dense Hessian"} <= set(table.index)
+    assert (table["seconds"] > 0).all()
+    parts = table.loc[["residuals and value", "gradient (from residuals)"],
+                      "relative to a gradient"]
+    assert parts.sum() == pytest.approx(1.0)
 
 
 def test_densest_block_and_first_reached(small_low_rank):

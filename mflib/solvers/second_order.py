@@ -21,23 +21,20 @@ gradient of f), ``step_size`` (the accepted Armijo multiplier of the direction),
 ``hessian_products``, ``shift``, ``damping``. ``tol`` is a bound on the gradient norm:
 the fit stops as converged once ``grad_norm < tol``.
 
-Also here: :class:`HandBuiltRank1Newton`, a reconstruction of the original study's
-broken rank-1 Newton method (for the notebook ``09_second_order``); :class:`MonitoredALS`,
-ALS recording the gradient norm of f at its iterates; and small helpers of that notebook.
+The original study's broken rank-1 Newton method and ALS with f's gradient recorded are
+in :mod:`mflib.solvers.second_order_study`; the CG and Hessian-modification pieces in
+:mod:`mflib.solvers.newton_steps`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from ..base import FactorizationEstimator, FactorState
 from ..data.layout import training_layout
-from ..data.ratings import RatingMatrix
 from ..fitting import StopFit
 from ..validation import (
     BOOLEAN,
@@ -45,19 +42,16 @@ from ..validation import (
     NONNEGATIVE,
     POSITIVE,
     POSITIVE_INT,
-    Constraint,
     HasMethods,
     Interval,
     Options,
-    check_positive_int,
     check_random_state,
 )
-from .als import ALS
 from .baselines import CENTER_CONSTRAINT, center
 from .euclidean_gd import _Euclidean
-from .factorization_problem import (
+from .factorization_problem import FactorizationProblem
+from .newton_steps import (
     FORCING,
-    FactorizationProblem,
     cholesky_shift_direction,
     eigenvalue_shift_direction,
     forcing_term,
@@ -196,12 +190,12 @@ class _SecondOrder(FactorizationEstimator):
         res = self._line_search().search(problem.cost, _Euclidean, state.x, direction,
                                          state.value, slope, 1.0)
         if not res.value < state.value:
-            # Armijo accepted a step whose decrease is below f's rounding: stop there
-            # rather than repeat it until max_iter
+            # Armijo accepted a step whose decrease is below f's rounding (after
+            # backtracking to a tiny step): stop rather than repeat it until max_iter
             raise StopFit(
-                f"round-off floor: no decrease of f in floating point (f={state.value:.17g}, "
-                f"gradient norm {np.linalg.norm(state.gradient):.3g}); lower tol or accept "
-                "this point")
+                f"stalled: no decrease of f in floating point (Armijo step {res.step:.3g}, "
+                f"f={state.value:.17g}, gradient norm {np.linalg.norm(state.gradient):.3g}); "
+                "f is at its round-off floor or the direction is of no use")
         state.move_to(res.point, res.value, res.payload,
                       problem.gradient(res.point, res.payload))
         e = state.residuals
@@ -490,254 +484,12 @@ class LevenbergMarquardt(_MatrixFree):
                 "hessian_products": state.extra["hessian_products"]}
 
 
-# ====================================================================== the original study
-ORIGINAL_ERRORS = ("gradient_factor", "cross_term", "shift")
-
-
-class _SubsetOf(Constraint):
-    """A tuple or list of distinct values from ``values``."""
-
-    def __init__(self, *values):
-        self.values = values
-
-    def accepts(self, value) -> bool:
-        return (isinstance(value, (tuple, list)) and len(set(value)) == len(value)
-                and all(isinstance(v, str) and v in self.values for v in value))
-
-    def describe(self) -> str:
-        return "a tuple of distinct values from " + ", ".join(map(repr, self.values))
-
-
-class HandBuiltRank1Newton(NewtonMF):
-    """The original study's Newton method for ``min sum_Omega (r_ui - u_i v_j)^2``,
-    rebuilt with its errors, to show what they do. Do not use it to fit models.
-
-    The original notebook is not in this repository; the issue that asked for this
-    study (#14) says its hand-built Hessian and gradient had wrong factors, that the
-    Hessian was shifted by its smallest eigenvalue, and that it never converged. This
-    class makes those errors explicit, each switchable through ``errors``, on the exact
-    derivatives of :class:`NewtonMF` (rank 1, no biases). Written for
-    ``F = sum (r_ij - u_i v_j)^2`` (``2N f`` with ``regularization=0``):
-
-    ``"gradient_factor"``
-        ``dF/du_i`` written ``-sum_j (r_ij - u_i v_j) v_j``: the 2 of the square is
-        missing, while the Hessian keeps it, so every direction is half the Newton
-        step and the Armijo slope is half the true one.
-    ``"cross_term"``
-        ``d2F/du_i dv_j`` written ``-2 (r_ij - u_i v_j)``; the product rule gives
-        ``-2 (r_ij - 2 u_i v_j)``: the ``2 u_i v_j`` from differentiating the residual's
-        own ``v_j`` is missing, so the matrix is neither the Hessian nor its
-        Gauss-Newton part.
-    ``"shift"``
-        ``H - lambda_min(H) I`` for the direction: whatever the sign of ``lambda_min``
-        this matrix is singular (its smallest eigenvalue is exactly 0), so the solve
-        returns a huge step along that eigenvector or fails.
-
-    Without ``"shift"``, the direction uses :class:`NewtonMF`'s eigenvalue shift. The
-    recorded ``grad_norm`` is always the true gradient's; ``used_grad_norm`` is that of
-    the gradient the method believed.
-
-    Parameters
-    ----------
-    errors : tuple of str, default ("gradient_factor", "cross_term", "shift")
-    regularization : float, default 0.0
-        The original had none.
-    init_std, line_search, max_iter, tol, n_jobs, random_state, verbose, callbacks :
-        As :class:`NewtonMF`.
-    """
-
-    # the original model: rank 1, no biases, dense eigenvalue-shifted Newton
-    n_factors = 1
-    center = "none"
-    use_bias = False
-    bias_regularization = None
-    hessian_modification = "eigenvalue_shift"
-    curvature_floor = 1e-8
-
-    _parameter_constraints = {"errors": [_SubsetOf(*ORIGINAL_ERRORS)]}
-
-    def __init__(self, errors=ORIGINAL_ERRORS, regularization=0.0, init_std=0.1,
-                 max_dense_variables=2000, line_search=None, max_iter=30, tol=1e-8,
-                 n_jobs=None, random_state=None, verbose=0, callbacks=None):
-        self.errors = errors
-        self.regularization = regularization
-        self.init_std = init_std
-        self.max_dense_variables = max_dense_variables
-        self.line_search = line_search
-        self.max_iter = max_iter
-        self.tol = tol
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
-        self.callbacks = callbacks
-
-    def _direction(self, state):
-        problem, errors = state.problem, set(self.errors)
-        g = state.gradient * (0.5 if "gradient_factor" in errors else 1.0)
-        H = problem.hessian(state.x, state.residuals)
-        if "cross_term" in errors:
-            P, Q, _, _ = problem.split(state.x)
-            rows, cols = problem.cross_indices()
-            uv = (P[problem.rows, 0] * Q[problem.cols, 0]) / problem.nnz
-            H[rows, cols] -= uv
-            H[cols, rows] -= uv
-        if "shift" not in errors:
-            d, tau, lam_min = eigenvalue_shift_direction(H, g, self.curvature_floor)
-            extra = {"shift": tau, "min_eigenvalue": lam_min}
-        else:
-            lam_min = float(np.linalg.eigvalsh(H)[0])
-            try:
-                d = np.linalg.solve(H - lam_min * np.eye(len(g)), -g)
-            except np.linalg.LinAlgError as exc:
-                raise StopFit(f"singular shifted Hessian H - lambda_min I: {exc}") from exc
-            extra = {"shift": -lam_min, "min_eigenvalue": lam_min}
-        extra.update(used_grad_norm=float(np.linalg.norm(g)),
-                     direction_norm=float(np.linalg.norm(d)))
-        return d, float(g @ d), extra
-
-
-# ====================================================================== ALS, monitored
-class MonitoredALS(ALS):
-    """:class:`~mflib.solvers.als.ALS` that also records, at every epoch's iterate, the
-    objective f of the second-order methods and its gradient norm, so ALS appears on
-    their convergence plots.
-
-    With ``regularization_scale="sum"`` (required) ALS minimises ``2N f`` (``f`` as in
-    :mod:`mflib.solvers.second_order`, ``bias_regularization`` None meaning
-    ``regularization``). The history's ``objective`` is f (ALS's own objective divided
-    by ``2N``), ``grad_norm`` the Euclidean norm of its gradient; computing it costs
-    one residual pass and one gradient per epoch, which the recorded ``time`` includes.
-    Parameters as :class:`~mflib.solvers.als.ALS`.
-    """
-
-    def _init_state(self, train):
-        if self.regularization_scale != "sum":
-            raise ValueError(
-                f"MonitoredALS reports f, which ALS minimises only with "
-                f"regularization_scale='sum', got {self.regularization_scale!r}")
-        self._factorization = factorization_problem(
-            train, self.n_factors, self.regularization, self.bias_regularization,
-            "mean" if self.use_bias else "none", self.use_bias)
-        return super()._init_state(train)
-
-    def _step(self, state, train):
-        metrics = super()._step(state, train)
-        problem = self._factorization
-        x = problem.pack(state.user_factors, state.item_factors, state.user_bias,
-                         state.item_bias)
-        value, e = problem.cost(x)
-        metrics.update(objective=value,
-                       grad_norm=float(np.linalg.norm(problem.gradient(x, e))))
-        return metrics
-
-    def _finalize(self, state):
-        super()._finalize(state)
-        del self._factorization
-
-
-# ====================================================================== notebook helpers
-def densest_block(ratings: RatingMatrix, n_users: int, n_items: int) -> RatingMatrix:
-    """The ratings of the ``n_users`` most active users on the ``n_items`` most rated
-    items (ties by inner index), as a new RatingMatrix of those users and items only (raw
-    ids kept): a small problem for dense-Hessian methods."""
-    check_positive_int(n_users, "n_users")
-    check_positive_int(n_items, "n_items")
-    users = np.argsort(-ratings.user_counts(), kind="stable")[:n_users]
-    items = np.argsort(-ratings.item_counts(), kind="stable")[:n_items]
-    keep = np.isin(ratings.users, users) & np.isin(ratings.items, items)
-    if not keep.any():
-        raise ValueError(f"the {n_users} most active users rated none of the {n_items} "
-                         "most rated items; take more of either")
-    return RatingMatrix.from_arrays(ratings.user_ids[ratings.users[keep]],
-                                    ratings.item_ids[ratings.items[keep]],
-                                    ratings.ratings[keep], name=f"{ratings.name} block")
-
-
-def first_reached(models: dict, thresholds=(1e-4, 1e-8), key: str = "grad_norm"
-                  ) -> pd.DataFrame:
-    """Iteration and solver seconds at which each fitted model's history first has
-    ``key`` at or below each threshold (NaN: never), with its seconds per iteration.
-
-    Returns a DataFrame indexed by model name.
-    """
-    rows = []
-    for name, model in models.items():
-        h = model.history_
-        values, seconds = h[key], h["time"]
-        row = {"model": name, "iterations": len(h),
-               "seconds_per_iteration": float(seconds[-1] / len(h)) if len(h) else np.nan}
-        for t in thresholds:
-            hit = np.flatnonzero(values <= t)
-            row[f"iteration to {t:g}"] = int(hit[0]) + 1 if hit.size else np.nan
-            row[f"seconds to {t:g}"] = float(seconds[hit[0]]) if hit.size else np.nan
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("model")
-
-
-def derivative_costs(train, n_factors: int = 10, regularization: float = 0.1, *,
-                     use_bias: bool = True, repeats: int = 5, random_state=0,
-                     dense: bool | None = None) -> pd.DataFrame:
-    """Measured seconds (median of ``repeats``) of the operations the methods are built
-    from, at a random point of f on ``train``: residuals + value, gradient, one Hessian-
-    and one Gauss-Newton-vector product, the block-Jacobi set-up, one ALS epoch, and (when
-    ``dense`` or, by default, when ``d <= 2000``) the dense Hessian and its
-    eigendecomposition. Returns a DataFrame with ``seconds`` and ``relative to a
-    gradient``.
-    """
-    check_positive_int(repeats, "repeats")
-    problem = factorization_problem(train, n_factors, regularization, None,
-                                    "mean" if use_bias else "none", use_bias)
-    rng = check_random_state(random_state)
-    x = rng.normal(0.0, 0.1, problem.n_variables)
-    v = rng.normal(size=problem.n_variables)
-    e = problem.residuals(x)
-    curvature = problem.curvature(x, e)
-    operations = {
-        "residuals and value": lambda: problem.cost(x),
-        "gradient (from residuals)": lambda: problem.gradient(x, e),
-        "Hessian-vector product": lambda: curvature.hessian_vector(v),
-        "Gauss-Newton-vector product": lambda: curvature.gauss_newton_vector(v),
-        "block-Jacobi preconditioner set-up": lambda: curvature.preconditioner(0.0),
-    }
-    if dense or (dense is None and problem.n_variables <= 2000):
-        operations["dense Hessian"] = lambda: problem.hessian(x, e)
-        H = problem.hessian(x, e)
-        operations["eigendecomposition of the Hessian"] = lambda: np.linalg.eigh(H)
-    rows = []
-    for name, op in operations.items():
-        op()  # compile and warm caches outside the clock
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            op()
-            times.append(time.perf_counter() - t0)
-        rows.append({"operation": name, "seconds": float(np.median(times))})
-    # an ALS epoch as its own fit records it (set-up excluded), after a compiling fit
-    als = ALS(n_factors=n_factors, regularization=regularization, use_bias=use_bias,
-              max_iter=repeats, tol=0.0, random_state=random_state)
-    als.set_params(max_iter=1).fit(train)
-    epochs = np.diff(np.r_[0.0, als.set_params(max_iter=repeats).fit(train).history_["time"]])
-    rows.append({"operation": "ALS epoch", "seconds": float(np.median(epochs))})
-    table = pd.DataFrame(rows).set_index("operation")
-    table["relative to a gradient"] = table["seconds"] / (
-        table.loc["gradient (from residuals)", "seconds"]
-        + table.loc["residuals and value", "seconds"])
-    table.attrs["n_variables"] = problem.n_variables
-    return table
-
-
 __all__ = [
     "HESSIAN_MODIFICATIONS",
-    "ORIGINAL_ERRORS",
     "PRECONDITIONERS",
-    "HandBuiltRank1Newton",
     "LevenbergMarquardt",
-    "MonitoredALS",
     "NewtonCG",
     "NewtonMF",
     "SecondOrderState",
-    "densest_block",
     "factorization_problem",
-    "derivative_costs",
-    "first_reached",
 ]
