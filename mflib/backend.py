@@ -73,6 +73,17 @@ def array_module(array):
     return __import__(type(array).__module__.split(".")[0])
 
 
+def scatter_add(array, index, values) -> None:
+    """``array[index] += values`` with repeated indices summed (``np.add.at`` on the CPU,
+    ``cupyx.scatter_add`` on the GPU)."""
+    if isinstance(array, np.ndarray):
+        np.add.at(array, index, values)
+        return
+    import cupyx  # noqa: PLC0415
+
+    cupyx.scatter_add(array, index, values)
+
+
 def to_numpy(array):
     """Return a NumPy array whether ``array`` lives on the host or on a GPU."""
     if array is None or isinstance(array, np.ndarray):

@@ -16,12 +16,19 @@ Known pairs are predicted by the model. Every other pair is predicted by the
 ``c_i = sum(r - mu) / (n_i + FALLBACK_DAMPING)`` and then
 ``b_u = sum(r - mu - c_i) / (n_u + FALLBACK_DAMPING)``. Predictions are therefore
 always finite; ``predict(..., return_known=True)`` tells which rows used the fallback.
+
+Model files
+-----------
+:meth:`FactorizationEstimator.save` writes NumPy arrays and a JSON document (no pickle)
+and :meth:`FactorizationEstimator.load` / :func:`mflib.load` read them without running any
+code from the file (:mod:`mflib.persistence`). ``pickle.dumps(model)`` also works, as
+scikit-learn expects, but unpickling runs code chosen by whoever wrote the file: unpickle
+only files you made yourself, and share models with ``save``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +38,7 @@ from sklearn.base import BaseEstimator
 from . import execution
 from .backend import array_module, to_numpy
 from .data.ratings import RatingMatrix, as_rating_matrix
-from .fitting import run_loop
+from .fitting import History, LoopResult, StopFit, run_loop, warn_if_unfinished
 from .kernels import pair_dots
 from .validation import (
     BOOLEAN,
@@ -50,7 +57,6 @@ from .validation import (
 )
 
 FALLBACK_DAMPING = 10.0
-_SAVE_FORMAT = 1
 
 
 @dataclasses.dataclass
@@ -232,21 +238,30 @@ class FactorizationEstimator(BaseEstimator):
             return metrics
 
         with execution.fit_context(self):
-            state = self._init_state(train)
-            result = run_loop(
-                lambda s: self._step(s, train),
-                state,
-                max_iter=getattr(self, "max_iter", 1),
-                tol=float(getattr(self, "tol", 0.0) or 0.0),
-                monitor=self._monitor,
-                monitor_change=self._monitor_change,
-                evaluate=evaluate,
-                callbacks=getattr(self, "callbacks", None) or (),
-                model=self,
-                verbose=getattr(self, "verbose", 0),
-                desc=type(self).__name__,
-                copy_state=lambda s: s.copy(),
-            )
+            try:
+                state = self._init_state(train)
+            except StopFit as stop:
+                if stop.state is None:
+                    raise
+                # the set-up ended the fit (e.g. a stationary starting point): the initial
+                # state is the model, with the reason as stop reason
+                warn_if_unfinished(type(self).__name__, stop.reason, 0, stacklevel=2)
+                result = LoopResult(stop.state, History(), stop.reason, 0)
+            else:
+                result = run_loop(
+                    lambda s: self._step(s, train),
+                    state,
+                    max_iter=getattr(self, "max_iter", 1),
+                    tol=float(getattr(self, "tol", 0.0) or 0.0),
+                    monitor=self._monitor,
+                    monitor_change=self._monitor_change,
+                    evaluate=evaluate,
+                    callbacks=getattr(self, "callbacks", None) or (),
+                    model=self,
+                    verbose=getattr(self, "verbose", 0),
+                    desc=type(self).__name__,
+                    copy_state=lambda s: s.copy(),
+                )
             self.history_ = result.history
             self.n_iter_ = result.n_iter
             self.stop_reason_ = result.stop_reason
@@ -282,6 +297,9 @@ class FactorizationEstimator(BaseEstimator):
         return users, items, val_rm.ratings
 
     def _remember_training_data(self, train: RatingMatrix) -> None:
+        from .persistence import training_provenance  # noqa: PLC0415 (imports this module)
+
+        self.provenance_ = training_provenance(train)
         self._train_index = train.take(np.arange(0))  # the id maps, without the ratings
         self.user_ids_ = train.user_ids
         self.item_ids_ = train.item_ids
@@ -305,9 +323,31 @@ class FactorizationEstimator(BaseEstimator):
         return self._train_index.user_index(X[:, 0]), self._train_index.item_index(X[:, 1])
 
     def seen_items(self, users):
-        """Training items of inner ``users`` (each >= 0) as CSR rows, (len(users), n_items)."""
+        """Training items of inner ``users`` (each >= 0) as CSR rows, (len(users), n_items).
+
+        Raises ``ValueError`` for a model loaded from a file saved without its training
+        ratings (see :meth:`restore_seen_items`)."""
         self._check_fitted()
+        if getattr(self, "_seen", None) is None:
+            raise ValueError(
+                f"this {type(self).__name__} was loaded from a model file saved without its "
+                "training ratings, so the items each user rated in training are unknown and "
+                "cannot be excluded; pass exclude_seen=False, give them back with "
+                "model.restore_seen_items(train) (the model's own training ratings, e.g. the "
+                "split re-created from model.provenance_), or save it with include_seen=True"
+            )
         return self._seen[np.asarray(users, dtype=np.int64)]
+
+    def restore_seen_items(self, train: RatingMatrix):
+        """Give a model loaded without its training ratings the items each user rated in
+        ``train``, which must be exactly its training ratings (checked against the
+        fingerprint in ``provenance_``); returns ``self``."""
+        from .persistence import check_training_data  # noqa: PLC0415 (imports this module)
+
+        self._check_fitted()
+        check_training_data(self, train)
+        self._seen = train.to_csr()
+        return self
 
     # ------------------------------------------------------------------ predict
     def _predict_pairs(self, state, users, items) -> tuple[np.ndarray, np.ndarray]:
@@ -376,7 +416,9 @@ class FactorizationEstimator(BaseEstimator):
         """Top-``k`` items for one raw user id, ranked over the whole catalogue.
 
         Items rated in training are excluded unless ``exclude_seen=False``. An unknown
-        user gets the fallback ranking (items by ``mu + c_i``).
+        user gets the fallback ranking (items by ``mu + c_i``). ``user`` is one id: a list
+        or array raises ``TypeError``, an id of another type than the training ids
+        :class:`~mflib.validation.IdTypeError`.
 
         Returns
         -------
@@ -384,6 +426,9 @@ class FactorizationEstimator(BaseEstimator):
         """
         self._check_fitted()
         check_positive_int(k, "k")
+        if user is None or np.ndim(user) != 0:
+            raise TypeError(f"recommend takes one raw user id, got {user!r}; call it once "
+                            "per user")
         u = int(self._train_index.user_index([user])[0])
         scores = self.score_items([u])[0]
         if exclude_seen and u >= 0:
@@ -396,24 +441,42 @@ class FactorizationEstimator(BaseEstimator):
         )
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path) -> Path:
-        """Pickle the fitted estimator to ``path`` (with the mflib format version)."""
-        path = Path(path)
-        with path.open("wb") as fh:
-            pickle.dump({"format": _SAVE_FORMAT, "class": type(self).__name__, "model": self}, fh)
-        return path
+    def save(self, path, *, include_seen: bool = False) -> Path:
+        """Write the fitted model to ``path``: NumPy arrays and a JSON document in one
+        ``.npz`` file, no pickle (format in :mod:`mflib.persistence`).
+
+        The file holds the class, its parameters, every fitted attribute, the id maps and
+        ``provenance_`` (the data and split it was fitted on, mflib version, git revision).
+
+        Parameters
+        ----------
+        path : str or Path
+            The file to write (replaced atomically); ``.npz`` is the usual suffix.
+        include_seen : bool, default False
+            Also store the training ratings (the items each user rated, for
+            ``recommend(..., exclude_seen=True)`` and ranking metrics) and the item table
+            (titles, genres). Off by default: a model file then holds no rating data.
+
+        Returns
+        -------
+        Path of the written file.
+        """
+        from .persistence import save_model  # noqa: PLC0415 (imports this module)
+
+        return save_model(self, path, include_seen=include_seen)
 
     @classmethod
     def load(cls, path):
-        """Load an estimator written by :meth:`save`; checks its class and format."""
-        with Path(path).open("rb") as fh:
-            payload = pickle.load(fh)
-        if not isinstance(payload, dict) or payload.get("format") != _SAVE_FORMAT:
-            raise ValueError(f"{path} is not an mflib model file (format {_SAVE_FORMAT})")
-        model = payload["model"]
-        if not isinstance(model, cls):
-            raise TypeError(f"{path} holds a {payload['class']}, not a {cls.__name__}")
-        return model
+        """Read a model written by :meth:`save` (no code from the file is run).
+
+        The file's class must be an mflib estimator (found by name in
+        :mod:`mflib.registry`) and an instance of ``cls``; its format, array shapes and
+        dtypes are verified. Raises :class:`mflib.persistence.ModelFileError` for a corrupt,
+        truncated or foreign file, naming the file and the problem.
+        """
+        from .persistence import load_model  # noqa: PLC0415 (imports this module)
+
+        return load_model(path, expected=cls)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "n_iter_"):

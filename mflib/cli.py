@@ -1,9 +1,14 @@
-"""``python -m mflib {data,fit,evaluate,reports,bench}``.
+"""``python -m mflib {data,fit,evaluate,model,reports,bench}``.
 
 Models are found by name in :mod:`mflib.registry`, so every exported estimator is
 usable here without changes to this file. Every error is one line on stderr
 (``error: ...``) and exit status 2; options are checked before any data is loaded
 or any model is fitted.
+
+Model files (``fit --save``, ``evaluate --model-file``, ``model info``) are read and
+written by :mod:`mflib.persistence`: arrays and JSON, never pickle. ``evaluate`` scores a
+model only on the split it was fitted on (recorded in the file), unless
+``--allow-other-split`` is given.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ from .data import REGISTRY, fetch, load_dataset, load_predefined_split, make_spl
 from .data.datasets import get_dataset, local_status
 from .data.split import SPLITS
 from .experiment import evaluate_fit, parse_value
+from .persistence import describe, split_mismatch
 from .registry import estimators, make_estimator
 from .validation import DataError
 
 DEFAULT_TEST_SIZE, DEFAULT_VAL_SIZE, DEFAULT_SEED = 0.2, 0.0, 0
+DEFAULT_DATASET, DEFAULT_SPLIT = "ml-100k", "random"
 
 
 class CLIError(Exception):
@@ -134,7 +141,7 @@ def _check_save_path(text: str) -> Path:
 
 def _load_model(text: str):
     """The model saved in ``text``; any failure is one line naming the file."""
-    from .base import FactorizationEstimator  # noqa: PLC0415
+    from .persistence import load_model  # noqa: PLC0415
 
     path = Path(text).expanduser()
     if not path.exists():
@@ -145,10 +152,11 @@ def _load_model(text: str):
         raise CLIError(f"--model-file {text}: the file is empty (an interrupted save?); "
                        "fit and save the model again")
     try:
-        return FactorizationEstimator.load(path)
+        return load_model(path)
     except Exception as exc:  # whatever the loader raises, the user gets the file and why
-        raise CLIError(f"--model-file {text}: cannot be loaded as an mflib model "
-                       f"({type(exc).__name__}: {_one_line(exc)})") from exc
+        reason = _one_line(exc).removeprefix(f"{path}: ")
+        raise CLIError(f"--model-file {text}: cannot be loaded as an mflib model: "
+                       f"{reason}") from exc
 
 
 def _repo_dir(name: str) -> Path | None:
@@ -189,11 +197,53 @@ def cmd_data(args) -> int:
     return 0
 
 
-def _evaluate(model, split, k: int) -> pd.DataFrame:
-    row = evaluate_fit(model, test=split.test, ranking_k=k)
-    keys = ["test_rmse", "test_mae", "fallback_fraction", f"precision@{k}", f"recall@{k}",
-            f"ndcg@{k}", f"map@{k}"]
+def _evaluate(model, split, k: int, *, ranking: bool = True) -> pd.DataFrame:
+    row = evaluate_fit(model, test=split.test, ranking_k=k if ranking else None)
+    keys = ["test_rmse", "test_mae", "fallback_fraction"]
+    if ranking:
+        keys += [f"precision@{k}", f"recall@{k}", f"ndcg@{k}", f"map@{k}"]
     return pd.Series({key: row[key] for key in keys}).to_frame(type(model).__name__)
+
+
+def _split_options(data: dict) -> list[str]:
+    """The command-line options that re-create the split of a provenance record."""
+    split = data["split"]
+    options = ["--dataset", str(data["dataset"])]
+    kind = split["kind"]
+    if kind == "predefined":
+        return options + ["--split", split["name"]]
+    options += ["--split", kind]
+    if kind == "kfold":
+        options += ["--test-size", f"{1 / split['n_splits']:.12g}", "--fold",
+                    str(split["fold"])]
+    else:
+        options += ["--test-size", f"{split['test_size']:g}"]
+    options += ["--val-size", f"{split['val_size']:g}"]
+    if split.get("random_state") is not None:
+        options += ["--seed", str(split["random_state"])]
+    return options
+
+
+def _model_split_args(args, model) -> None:
+    """Fill the split options of ``evaluate`` from the model's provenance when none was
+    given, otherwise with the usual defaults."""
+    options = ("dataset", "split", "test_size", "val_size", "seed", "fold")
+    if any(getattr(args, name) is not None for name in options):
+        args.dataset = args.dataset or DEFAULT_DATASET
+        args.split = args.split or DEFAULT_SPLIT
+        args.fold = 0 if args.fold is None else args.fold
+        return
+    data = (getattr(model, "provenance_", None) or {}).get("data") or {}
+    split = data.get("split")
+    if not data.get("dataset") or not split or split.get("reproducible") is False:
+        raise CLIError(f"--model-file {args.model_file}: the model records no registered "
+                       "dataset and seeded split it was fitted on; give --dataset and --split "
+                       "(with --allow-other-split, since they cannot be checked)")
+    parsed = build_parser().parse_args(["evaluate", "--model-file", args.model_file,
+                                        *_split_options(data)])
+    for name in options:
+        setattr(args, name, getattr(parsed, name))
+    args.fold = 0 if args.fold is None else args.fold
 
 
 def cmd_fit(args) -> int:
@@ -211,13 +261,49 @@ def cmd_fit(args) -> int:
     print(f"{type(model).__name__}: {model.n_iter_} iteration(s), stopped: {model.stop_reason_}")
     _show(_evaluate(model, split, args.k))
     if save is not None:
-        print("saved to", model.save(save))
+        print("saved to", model.save(save, include_seen=args.include_seen))
     return 0
 
 
 def cmd_evaluate(args) -> int:
     model = _load_model(args.model_file)
-    _show(_evaluate(model, _split(args), args.k))
+    _model_split_args(args, model)
+    split = _split(args)
+    mismatch = split_mismatch(model, split.train)
+    if mismatch is not None and not args.allow_other_split:
+        data = (getattr(model, "provenance_", None) or {}).get("data") or {}
+        own = ""
+        if data.get("dataset") and data.get("split") and \
+                data["split"].get("reproducible") is not False:
+            own = f" ({' '.join(_split_options(data))}, or no split options at all)"
+        raise CLIError(
+            f"--model-file {args.model_file}: {mismatch}; the test ratings of another split "
+            "may include the model's training ratings, which would make its scores look "
+            f"better than they are. Evaluate it on its own split{own}, or pass "
+            "--allow-other-split to score it anyway"
+        )
+    if mismatch is not None:
+        print(f"warning: {mismatch}; scored anyway (--allow-other-split)", file=sys.stderr)
+    ranking = True
+    if getattr(model, "_seen", None) is None:
+        if mismatch is None:  # the re-created train part is exactly the model's
+            model.restore_seen_items(split.train)
+        else:
+            ranking = False
+            print("note: no ranking metrics: the model file does not hold its training "
+                  "ratings (save with --include-seen), so seen items cannot be excluded",
+                  file=sys.stderr)
+    print(split)
+    _show(_evaluate(model, split, args.k, ranking=ranking))
+    return 0
+
+
+def cmd_model(args) -> int:
+    path = Path(args.file).expanduser()
+    if not path.is_file():
+        raise CLIError(f"{args.file}: no such file" if not path.exists()
+                       else f"{args.file}: is a directory, not a model file")
+    print(describe(path))
     return 0
 
 
@@ -263,10 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("name", nargs="?")
     d.set_defaults(func=cmd_data)
 
-    def split_args(sp):
-        sp.add_argument("--dataset", default="ml-100k", choices=list(REGISTRY))
-        sp.add_argument("--split", default="random",
-                        help=f"{', '.join(SPLITS)} or a predefined split (u1..u5, ua, ub, course)")
+    def split_args(sp, from_model=False):
+        # evaluate: None = not given, so the model's own split applies when none is
+        own = " (default: the model's own, when no split option is given)" if from_model \
+            else ""
+        sp.add_argument("--dataset", default=None if from_model else DEFAULT_DATASET,
+                        choices=list(REGISTRY), help=f"dataset{own}")
+        sp.add_argument("--split", default=None if from_model else DEFAULT_SPLIT,
+                        help=f"{', '.join(SPLITS)} or a predefined split (u1..u5, ua, ub, "
+                             f"course){own}")
         # None = not given: the defaults apply to generated splits, and giving one with a
         # predefined split is an error
         sp.add_argument("--test-size", type=_fraction, default=None,
@@ -275,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"generated splits only (default {DEFAULT_VAL_SIZE})")
         sp.add_argument("--seed", type=int, default=None,
                         help=f"random generated splits only (default {DEFAULT_SEED})")
-        sp.add_argument("--fold", type=int, default=0,
+        sp.add_argument("--fold", type=int, default=None if from_model else 0,
                         help="with --split kfold: which of the round(1 / test-size) folds "
                              "tests (0-based)")
         sp.add_argument("-k", type=_positive_int, default=10,
@@ -286,14 +377,28 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE",
                    help="estimator parameter (repeatable), a YAML 1.2 value, e.g. "
                         "--param n_factors=20 --param learning_rate=1e-3")
-    f.add_argument("--save", help="write the fitted model to this file (its folder must exist)")
+    f.add_argument("--save", help="write the fitted model to this file (its folder must "
+                                  "exist); arrays and JSON in one .npz, no pickle")
+    f.add_argument("--include-seen", action="store_true",
+                   help="with --save: also store the training ratings (so the model file "
+                        "alone can exclude seen items when recommending)")
     split_args(f)
     f.set_defaults(func=cmd_fit)
 
-    e = sub.add_parser("evaluate", help="evaluate a saved model on a split's test part")
+    e = sub.add_parser("evaluate", help="evaluate a saved model on the test part of the split "
+                                        "it was fitted on")
     e.add_argument("--model-file", required=True)
-    split_args(e)
+    e.add_argument("--allow-other-split", action="store_true",
+                   help="score the model on a dataset or split other than the one it was "
+                        "fitted on (its test part may hold the model's training ratings)")
+    split_args(e, from_model=True)
     e.set_defaults(func=cmd_evaluate)
+
+    m = sub.add_parser("model", help="describe a saved model file (class, parameters, "
+                                     "arrays, the data and split it was fitted on)")
+    m.add_argument("action", choices=["info"])
+    m.add_argument("file")
+    m.set_defaults(func=cmd_model)
 
     r = sub.add_parser("reports", help="execute the notebooks with papermill into reports/")
     r.add_argument("--profile", default="quick")

@@ -26,12 +26,15 @@ class ConvergenceWarning(UserWarning):
 class StopFit(Exception):
     """Raised by a step to end the fit with ``reason`` (e.g. a failed line search).
 
-    The state as it was before that step is kept.
+    The state as it was before that step is kept. Raised while an estimator sets up its
+    initial state (``_init_state``), it ends the fit before the first iteration when it
+    carries that ``state`` (e.g. a starting point that is already stationary).
     """
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, state=None):
         super().__init__(reason)
         self.reason = reason
+        self.state = state
 
 
 class History:
@@ -68,7 +71,10 @@ class History:
         return list(seen)
 
     def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame.from_records(self.records, columns=self.keys()).set_index("iteration")
+        """One row per iteration, indexed by ``iteration`` (no rows when the fit stopped
+        before completing one)."""
+        columns = ["iteration", *(k for k in self.keys() if k != "iteration")]
+        return pd.DataFrame.from_records(self.records, columns=columns).set_index("iteration")
 
     def __repr__(self) -> str:
         return f"History({len(self)} iterations, keys={self.keys()})"
@@ -92,6 +98,27 @@ def _non_finite(metrics: dict) -> list[str]:
         for k, v in metrics.items()
         if isinstance(v, (float, np.floating)) and not math.isfinite(v)
     ]
+
+
+#: errors of a step that mean its arithmetic ran away (e.g. Python float overflow); the
+#: loop treats them as a divergence
+ARITHMETIC_ERRORS = (OverflowError, FloatingPointError)
+DIVERGENCE_ADVICE = "try a smaller learning_rate or a larger regularization"
+
+
+def warn_if_unfinished(desc: str, stop_reason: str, n_iter: int, *, stacklevel: int = 1) -> None:
+    """A :class:`ConvergenceWarning` when a fit diverged, or stopped before completing one
+    iteration for any reason but convergence: its model is then its initial state, which
+    has learned nothing from the ratings (never a silent result). ``stacklevel`` counts
+    from the caller, as in :func:`warnings.warn`."""
+    if n_iter == 0 and stop_reason != "converged":
+        message = (f"{desc} learned nothing: it stopped before completing one iteration "
+                   f"({stop_reason}); its predictions are those of its initial state")
+    elif stop_reason.startswith("diverged"):
+        message = stop_reason
+    else:
+        return
+    warnings.warn(message, ConvergenceWarning, stacklevel=stacklevel + 1)
 
 
 def run_loop(
@@ -156,6 +183,19 @@ def run_loop(
                 stop_reason = stop.reason
                 iteration -= 1
                 break
+            except ARITHMETIC_ERRORS as exc:
+                # arithmetic that overflowed inside a step is a divergence like a non-finite
+                # metric; without an earlier state to restore, the half-updated one is
+                # unusable and the error is the only honest outcome
+                if last_good is None:
+                    raise
+                state = last_good
+                stop_reason = (
+                    f"diverged: {type(exc).__name__} ({exc}) in iteration {iteration} (the "
+                    f"state of iteration {iteration - 1} was kept); {DIVERGENCE_ADVICE}"
+                )
+                iteration -= 1
+                break
             solver_time += time.perf_counter() - t0
             converged = bool(metrics.pop("converged", False))
             check_tolerance = bool(metrics.pop("check_tolerance", True))
@@ -173,10 +213,8 @@ def run_loop(
                     kept = f"the state of iteration {iteration - 1} was kept"
                 else:
                     kept = "no earlier state could be restored"
-                stop_reason = (
-                    f"diverged: {advice} at iteration {iteration} ({kept}); try a smaller "
-                    "learning_rate or a larger regularization"
-                )
+                stop_reason = f"diverged: {advice} at iteration {iteration} ({kept}); " \
+                    + DIVERGENCE_ADVICE
                 if last_good is not None:
                     iteration -= 1
                 break
@@ -208,6 +246,5 @@ def run_loop(
     finally:
         if bar is not None:
             bar.close()
-    if stop_reason.startswith("diverged"):
-        warnings.warn(stop_reason, ConvergenceWarning, stacklevel=3)
+    warn_if_unfinished(desc, stop_reason, iteration, stacklevel=3)
     return LoopResult(state=state, history=history, stop_reason=stop_reason, n_iter=iteration)

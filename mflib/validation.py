@@ -167,6 +167,9 @@ def check_random_state(random_state) -> np.random.Generator:
     """A ``numpy.random.Generator`` from None, an int, a SeedSequence or a Generator."""
     if isinstance(random_state, np.random.Generator):
         return random_state
+    if isinstance(random_state, numbers.Integral) and random_state < 0:
+        raise ValueError(f"random_state must be an int >= 0 (or a numpy Generator), got "
+                         f"{random_state!r}")
     if random_state is None or isinstance(random_state, (numbers.Integral, np.random.SeedSequence)):
         return np.random.default_rng(random_state)
     if isinstance(random_state, np.random.RandomState):
@@ -306,8 +309,21 @@ POSITIVE_INT = Interval("int", 1)
 NONNEGATIVE_INT = Interval("int", 0)
 POSITIVE = Interval("real", 0, closed="neither")
 NONNEGATIVE = Interval("real", 0)
-RANDOM_STATE = InstanceOf((numbers.Integral, np.random.Generator, np.random.SeedSequence,
-                           np.random.RandomState), "an int, a numpy Generator or None")
+class _Seed(Constraint):
+    """A seed numpy accepts: an int >= 0 (numpy refuses negative ones), a Generator, a
+    SeedSequence or a legacy RandomState."""
+
+    def accepts(self, value) -> bool:
+        if _is_int(value):
+            return value >= 0
+        return isinstance(value, (np.random.Generator, np.random.SeedSequence,
+                                  np.random.RandomState))
+
+    def describe(self) -> str:
+        return "an int >= 0, a numpy Generator or None"
+
+
+RANDOM_STATE = _Seed()
 DTYPE = Options("float64", "float32", np.float64, np.float32)
 N_JOBS = (NONE, Interval("int", 1), Interval("int", None, -1))
 

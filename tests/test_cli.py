@@ -194,7 +194,12 @@ FIT = ["fit", "--model", "biasbaseline"]
         (["evaluate", "--model-file", "{tmp}/empty.pkl"], ["empty.pkl", "is empty"]),
         (["evaluate", "--model-file", "{tmp}/garbage.pkl"], ["garbage.pkl", "cannot be loaded"]),
         (["evaluate", "--model-file", "{tmp}/text.pkl"], ["text.pkl", "cannot be loaded"]),
-        (["evaluate", "--model-file", "{tmp}/other.pkl"], ["other.pkl", "cannot be loaded"]),
+        (["evaluate", "--model-file", "{tmp}/other.pkl"], ["other.pkl", "cannot be loaded",
+                                                           "is a Python pickle"]),
+        (["model", "info", "{tmp}/garbage.pkl"], ["garbage.pkl", "is a Python pickle"]),
+        (["model", "info", "{tmp}/text.pkl"], ["text.pkl", "not an mflib model file"]),
+        (["model", "info", "{tmp}/folder"], ["folder", "is a directory"]),
+        (["model", "info", "{tmp}/nothing.npz"], ["nothing.npz", "no such file"]),
         (["nosuchcommand"], ["invalid choice", "'nosuchcommand'"]),
         (["fit"], ["required", "--model"]),
         (["data", "info"], ["needs a dataset name"]),
@@ -249,3 +254,105 @@ def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "mflib", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "fit" in out and "reports" in out
+
+
+# ---------------------------------------------------------------------- saved models
+@pytest.fixture
+def fake_ml100k(monkeypatch):
+    """A small synthetic matrix served as ml-100k (with the provenance load_dataset gives),
+    so the model-file commands run without the real archive."""
+    import numpy as np
+
+    from mflib.data import make_low_rank
+
+    rm, _ = make_low_rank(60, 40, 3, 0.4, noise=0.3, random_state=0)
+    rm.ratings = np.clip(np.round(rm.ratings), 1, 5)
+    rm.provenance = {"dataset": "ml-100k", "checksums_verified": True}
+    monkeypatch.setattr(cli, "load_dataset", lambda name, **kw: rm)
+    return rm
+
+
+def _fit_and_save(path, capsys, *extra):
+    assert main(["fit", "--model", "als", "--param", "n_factors=3", "--param", "max_iter=3",
+                 "--param", "random_state=0", "--seed", "0", "--save", str(path), *extra]) == 0
+    return capsys.readouterr().out
+
+
+def test_evaluate_uses_the_models_own_split_and_refuses_another(fake_ml100k, tmp_path, capsys):
+    model_file = tmp_path / "als.npz"
+    fitted = _fit_and_save(model_file, capsys)
+    own_rmse = float(next(line.split()[1] for line in fitted.splitlines()
+                          if line.startswith("test_rmse")))
+    # no split option: the split recorded in the file, with ranking metrics
+    assert main(["evaluate", "--model-file", str(model_file)]) == 0
+    out = capsys.readouterr().out
+    assert "Split(random: train=" in out and "ndcg@10" in out
+    assert f"{own_rmse:.6f}" in out
+    assert main(["evaluate", "--model-file", str(model_file), "--seed", "0"]) == 0
+    capsys.readouterr()
+    for other, words in [(["--seed", "1"], ["random_state=0", "random_state=1"]),
+                         (["--test-size", "0.3"], ["test_size=0.2", "test_size=0.3"]),
+                         (["--split", "user"], ["random split", "user split"])]:
+        assert main(["evaluate", "--model-file", str(model_file), *other]) == 2
+        err = _one_error_line(capsys)
+        for word in [*words, "--allow-other-split", "--seed 0", "als.npz"]:
+            assert word in err, (word, err)
+    # an explicit override scores it, says so, and skips what it cannot compute
+    assert main(["evaluate", "--model-file", str(model_file), "--seed", "1",
+                 "--allow-other-split"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: the model was fitted on" in captured.err
+    assert "no ranking metrics" in captured.err and "ndcg@10" not in captured.out
+    other_rmse = float(next(line.split()[1] for line in captured.out.splitlines()
+                            if line.startswith("test_rmse")))
+    # the other split's test part is mostly the model's training ratings: flattering
+    assert other_rmse < own_rmse
+
+
+def test_include_seen_and_model_info(fake_ml100k, tmp_path, capsys):
+    model_file = tmp_path / "full.npz"
+    _fit_and_save(model_file, capsys, "--include-seen")
+    assert main(["evaluate", "--model-file", str(model_file), "--seed", "1",
+                 "--allow-other-split"]) == 0
+    assert "ndcg@10" in capsys.readouterr().out  # the file carries its seen items
+    assert main(["model", "info", str(model_file)]) == 0
+    out = capsys.readouterr().out
+    for words in ("a fitted ALS", "id maps: 60 users, 40 items",
+                  "fitted on: ml-100k, random split (test_size=0.2, val_size=0.0, "
+                  "random_state=0), part train", "included (include_seen=True)"):
+        assert words in out, (words, out)
+
+
+def test_a_crafted_pickle_never_runs(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (marker.write_text, ("code ran",))
+
+    evil = tmp_path / "model.pkl"
+    evil.write_bytes(pickle.dumps(Payload()))
+    assert main(["evaluate", "--model-file", str(evil)]) == 2
+    assert "is a Python pickle" in _one_error_line(capsys)
+    assert main(["model", "info", str(evil)]) == 2
+    assert "is a Python pickle" in _one_error_line(capsys)
+    assert not marker.exists()
+
+
+@pytest.mark.realdata
+def test_another_seed_would_score_on_training_ratings(ml100k, tmp_path, capsys):
+    # issue 16: the model fitted on seed 0 scored on seed 1's test part (mostly its own
+    # training ratings) looked far better than on its own test part
+    model_file = tmp_path / "als.npz"
+    assert main(["fit", "--model", "als", "--param", "random_state=0", "--save",
+                 str(model_file)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model-file", str(model_file), "--seed", "1"]) == 2
+    assert "random_state=0" in _one_error_line(capsys)
+    scores = {}
+    for name, extra in (("own", []), ("other", ["--seed", "1", "--allow-other-split"])):
+        assert main(["evaluate", "--model-file", str(model_file), *extra]) == 0
+        out = capsys.readouterr().out
+        scores[name] = float(next(line.split()[1] for line in out.splitlines()
+                                  if line.startswith("test_rmse")))
+    assert scores["other"] < scores["own"] - 0.2, scores

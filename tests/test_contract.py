@@ -13,7 +13,9 @@ import pytest
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold
 
-from mflib.data import make_low_rank
+import mflib
+from mflib.data import make_low_rank, make_split
+from mflib.fitting import History
 from mflib.registry import estimators
 from mflib.validation import DataError, IdTypeError, ParameterError
 
@@ -63,6 +65,11 @@ def test_fit_returns_self_and_sets_attributes(name, cls, data):
         assert value is None or type(value) is np.ndarray, f"{attr} must be NumPy"
     pred = est.predict(X)
     assert pred.shape == (len(X),) and np.isfinite(pred).all()
+    frame = est.history_.to_frame()
+    assert frame.index.name == "iteration" and len(frame) == len(est.history_)
+    provenance = est.provenance_
+    assert provenance["data"] is None and provenance["ratings"] == len(y)  # fitted on arrays
+    assert len(provenance["training_sha256"]) == 64 and provenance["mflib_version"]
 
 
 @pytest.mark.parametrize("name,cls", ESTIMATORS)
@@ -93,14 +100,53 @@ def test_unknown_ids_use_the_fallback(name, cls, data):
     np.testing.assert_allclose(pred[2], est.fallback_.mean)
 
 
+def _assert_same_value(a, b, where):
+    if isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and a.dtype == b.dtype, where
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    elif isinstance(a, History):
+        assert a.records == b.records, where
+    elif hasattr(a, "__dataclass_fields__"):  # Fallback
+        for field in a.__dataclass_fields__:
+            _assert_same_value(getattr(a, field), getattr(b, field), f"{where}.{field}")
+    else:
+        assert type(a) is type(b) and a == b, where
+
+
 @pytest.mark.parametrize("name,cls", ESTIMATORS)
 def test_pickle_and_save_load_round_trip(name, cls, data, tmp_path):
     rm, X, y = data
-    est = _make(cls).fit(X, y)
-    twin = pickle.loads(pickle.dumps(est))
+    split = make_split(rm, "random", test_size=0.25, random_state=0)
+    est = _make(cls).fit(split.train)
+    twin = pickle.loads(pickle.dumps(est))  # scikit-learn's way, for trusted files only
     np.testing.assert_array_equal(twin.predict(X), est.predict(X))
-    loaded = cls.load(est.save(tmp_path / "model.pkl"))
+    path = est.save(tmp_path / "model.npz")
+    with np.load(path, allow_pickle=False) as npz:  # nothing in it needs pickle
+        assert all(npz[key].dtype != object for key in npz.files)
+    loaded = cls.load(path)
+    assert type(loaded) is cls and type(mflib.load(path)) is cls
     np.testing.assert_array_equal(loaded.predict(X), est.predict(X))
+    assert loaded.get_params() == est.get_params()
+    fitted = {k for k in vars(est) if k.endswith("_") and not k.startswith("_")}
+    assert fitted == {k for k in vars(loaded) if k.endswith("_") and not k.startswith("_")}
+    for key in fitted:
+        _assert_same_value(getattr(est, key), getattr(loaded, key), key)
+    assert loaded.provenance_["data"]["split"]["random_state"] == 0
+    # without the training ratings the model says it cannot exclude seen items ...
+    user = split.train.pairs()[0, 0]
+    with pytest.raises(ValueError, match="saved without its training ratings"):
+        loaded.recommend(user, k=3)
+    np.testing.assert_array_equal(loaded.recommend(user, k=3, exclude_seen=False),
+                                  est.recommend(user, k=3, exclude_seen=False))
+    # ... until they are restored (checked to be its own) or saved with it
+    with pytest.raises(DataError, match="not the training ratings"):
+        loaded.restore_seen_items(split.test)
+    restored = loaded.restore_seen_items(split.train).recommend(user, k=3)
+    np.testing.assert_array_equal(restored, est.recommend(user, k=3))
+    full = cls.load(est.save(tmp_path / "full.npz", include_seen=True))
+    np.testing.assert_array_equal(full.recommend(user, k=3), est.recommend(user, k=3))
+    twin = pickle.loads(pickle.dumps(loaded))  # a loaded model pickles like a fitted one
+    np.testing.assert_array_equal(twin.predict(X), est.predict(X))
 
 
 @pytest.mark.parametrize("name,cls", ESTIMATORS)
@@ -120,6 +166,11 @@ def test_recommend_excludes_seen_items(name, cls, data):
     assert len(est.recommend(unknown, k=3)) == 3
     with pytest.raises(IdTypeError):  # a str id could never match int training ids
         est.recommend("no-such-user", k=3)
+    for several in ([user, unknown], [user], np.array([user]), None):  # one id, not a list
+        with pytest.raises(TypeError, match="recommend takes one raw user id"):
+            est.recommend(several, k=3)
+    with pytest.raises(IdTypeError, match="the item ids given are str"):
+        est.predict(np.array([[user, "no-such-item"]], dtype=object))
 
 
 @pytest.mark.parametrize("name,cls", ESTIMATORS)
@@ -188,3 +239,36 @@ def test_max_iter_none_and_bad_callbacks_are_refused(data):
         ALS(max_iter=None).fit(X, y)
     with pytest.raises(ParameterError, match="callbacks must be None or a list of callables"):
         ALS(callbacks=[1]).fit(X, y)
+
+
+# ---------------------------------------------------------------------- degenerate data
+def _degenerate(case):
+    """``(X, y, extra parameters)`` of the degenerate cases every estimator must handle."""
+    rng = np.random.default_rng(3)
+    if case == "constant ratings":
+        rm, _ = make_low_rank(40, 30, 2, 0.5, random_state=1)
+        return rm.pairs(), np.full(rm.nnz, 3.0), {}
+    if case == "one user":
+        return np.column_stack([np.full(12, 7), np.arange(12)]), rng.integers(1, 6, 12) * 1.0, {}
+    if case == "one item":
+        return np.column_stack([np.arange(12), np.full(12, 4)]), rng.integers(1, 6, 12) * 1.0, {}
+    # rank above size: 6 x 5 fully observed, a rank of 8
+    users, items = np.meshgrid(np.arange(6), np.arange(5), indexing="ij")
+    X = np.column_stack([users.ravel(), items.ravel()])
+    return X, rng.integers(1, 6, len(X)) * 1.0, {"n_factors": 8, "max_rank": 8, "init_rank": 8}
+
+
+DEGENERATE = ("constant ratings", "one user", "one item", "rank above size")
+
+
+@pytest.mark.parametrize("case", DEGENERATE)
+@pytest.mark.parametrize("name,cls", ESTIMATORS)
+def test_degenerate_data_gives_a_clear_error_or_a_finite_fit(name, cls, case, fit_outcome):
+    X, y, extra = _degenerate(case)
+    params = cls().get_params()
+    est = _make(cls, **{k: v for k, v in extra.items() if k in params})
+    outcome = fit_outcome(est, X, y, f"{name} on {case}")
+    if case == "constant ratings":  # nothing about constant data is an error, and a
+        assert outcome == "fitted"  # converged model predicts the constant
+        if est.stop_reason_ == "converged":
+            np.testing.assert_allclose(est.predict(X), 3.0, atol=1e-6)

@@ -903,7 +903,9 @@ def load_dataset(name: str, *, download: bool = True, verify: bool = True) -> Ra
     """
     ds, src = _source(name, download, verify)
     with src:
-        return ds.parser(src, name=ds.name)
+        rm = ds.parser(src, name=ds.name)
+    rm.provenance = {"dataset": ds.name, "checksums_verified": bool(verify)}
+    return rm
 
 
 def load_predefined_split(name: str, split: str, *, download: bool = True, verify: bool = True):
@@ -913,7 +915,7 @@ def load_predefined_split(name: str, split: str, *, download: bool = True, verif
     pairs with users or items absent from train are counted in ``split.summary()``.
     The files are verified and checked as in :func:`load_dataset`.
     """
-    from .split import Split  # noqa: PLC0415
+    from .split import Split, set_split_provenance  # noqa: PLC0415
 
     ds = get_dataset(name)
     if split not in ds.splits:
@@ -931,4 +933,6 @@ def load_predefined_split(name: str, split: str, *, download: bool = True, verif
         both = _to_matrix(parts, f"{name}/{split}", item_info)
     n_train = len(parts[0][0])
     rows = np.arange(both.nnz)
-    return Split(both.take(rows[:n_train]), both.take(rows[n_train:]), method=f"{name}:{split}")
+    out = Split(both.take(rows[:n_train]), both.take(rows[n_train:]), method=f"{name}:{split}")
+    return set_split_provenance(out, {"dataset": ds.name, "checksums_verified": bool(verify),
+                                      "split": {"kind": "predefined", "name": split}})

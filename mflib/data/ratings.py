@@ -47,6 +47,13 @@ class RatingMatrix:
     item_info : DataFrame indexed by raw item id (title, genres, ...), or None
     tags : DataFrame with columns user, item, tag, timestamp (raw ids), or None
     name : str
+    provenance : dict or None
+        Where these ratings come from, as plain values: ``dataset`` (registry name),
+        ``checksums_verified``, and for a part of a split ``split`` (its ``kind`` and
+        arguments, seed included) and ``part`` ("train", "validation" or "test"). Filled by
+        :func:`~mflib.data.load_dataset`, :func:`~mflib.data.load_predefined_split` and the
+        split functions; ``fit`` copies it into the model's ``provenance_``. None for
+        ratings built by hand and for subsets (:meth:`take`), whose origin it cannot state.
     """
 
     users: np.ndarray
@@ -58,6 +65,7 @@ class RatingMatrix:
     item_info: pd.DataFrame | None = None
     tags: pd.DataFrame | None = None
     name: str = "ratings"
+    provenance: dict | None = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ construction
@@ -171,7 +179,9 @@ class RatingMatrix:
         )
 
     def take(self, rows) -> RatingMatrix:
-        """The ratings at ``rows`` (indices or a boolean mask), sharing the id maps."""
+        """The ratings at ``rows`` (indices or a boolean mask), sharing the id maps.
+
+        The subset has no ``provenance`` (the caller that knows what it is sets it)."""
         rows = np.asarray(rows)
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)

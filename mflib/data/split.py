@@ -3,10 +3,17 @@
 Every split keeps the parent's id maps, so inner indices agree across parts, and
 reports how many validation/test pairs have a user or an item that training lacks
 (those pairs are kept and predicted by the estimators' documented fallback).
+
+Every part records its ``provenance``: the parent's (dataset), the split's kind and
+arguments with the seed, and which part it is; a model fitted on the train part keeps it
+(``provenance_``), so a saved model can refuse to be scored on another split.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +83,51 @@ def summarize_splits(splits: dict) -> pd.DataFrame:
     return pd.concat({name: split.summary() for name, split in splits.items()})
 
 
+def split_provenance(parent: dict | None, kind: str, arguments: dict) -> dict:
+    """The split part of a provenance record: ``parent`` (the data's own provenance)
+    plus ``split = {"kind": kind, **arguments}``. A seed that is not an integer (None, a
+    Generator) cannot re-create the split: it is stored as None with
+    ``reproducible: False``."""
+    described = {"kind": kind}
+    for name, value in arguments.items():
+        if name == "random_state":
+            seeded = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            value = int(value) if seeded else None
+            if not seeded:
+                described["reproducible"] = False
+        elif isinstance(value, np.generic):
+            value = value.item()
+        described[name] = value
+    return {**(parent or {"dataset": None}), "split": described}
+
+
+def set_split_provenance(split: Split, record: dict) -> Split:
+    """Give each part of ``split`` the provenance ``record`` plus its ``part`` name."""
+    for part, rm in split.parts().items():
+        rm.provenance = {**record, "part": part}
+    return split
+
+
+def _records_provenance(kind: str):
+    """Decorate a split function so each part of its result records the parent's
+    provenance, ``kind`` and the function's arguments (defaults included)."""
+
+    def decorate(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def split_recording_provenance(rm, *args, **kwargs):
+            split = fn(rm, *args, **kwargs)
+            bound = signature.bind(rm, *args, **kwargs)
+            bound.apply_defaults()
+            arguments = dict(list(bound.arguments.items())[1:])
+            return set_split_provenance(split, split_provenance(rm.provenance, kind, arguments))
+
+        return split_recording_provenance
+
+    return decorate
+
+
 def _assign(rm: RatingMatrix, label: np.ndarray, method: str) -> Split:
     """label: 0 train, 1 validation, 2 test."""
     if not (label == 0).any():
@@ -95,6 +147,7 @@ def _check_sizes(test_size, val_size):
         )
 
 
+@_records_provenance("random")
 def random_split(rm: RatingMatrix, test_size=0.2, val_size=0.0, random_state=None) -> Split:
     """Hold out a uniformly random fraction of all ratings."""
     _check_sizes(test_size, val_size)
@@ -118,6 +171,7 @@ def _rank_within_user(rm: RatingMatrix, key: np.ndarray) -> tuple[np.ndarray, np
     return pos, counts[rm.users]
 
 
+@_records_provenance("user")
 def user_split(rm: RatingMatrix, test_size=0.2, val_size=0.0, random_state=None) -> Split:
     """Per-user stratified holdout: each user's ratings are split in the given fractions,
     rounding so that every user with at least two ratings keeps one in training."""
@@ -133,6 +187,7 @@ def user_split(rm: RatingMatrix, test_size=0.2, val_size=0.0, random_state=None)
 TEMPORAL_RULES = ("floor", "nearest")
 
 
+@_records_provenance("temporal")
 def temporal_split(rm: RatingMatrix, test_size=0.15, val_size=0.15, *, rule="floor") -> Split:
     """Per-user split by timestamp: each user's oldest ratings train, newest test.
 
@@ -166,6 +221,7 @@ def kfold(rm: RatingMatrix, n_splits=5, val_size=0.0, random_state=None) -> list
     return [kfold_split(rm, n_splits, k, val_size, random_state) for k in range(n_splits)]
 
 
+@_records_provenance("kfold")
 def kfold_split(rm: RatingMatrix, n_splits=5, fold=0, val_size=0.0, random_state=None) -> Split:
     """Fold ``fold`` (0-based) of :func:`kfold`: the same folds for the same seed."""
     check_positive_int(n_splits, "n_splits", minimum=2)
@@ -183,6 +239,7 @@ def kfold_split(rm: RatingMatrix, n_splits=5, fold=0, val_size=0.0, random_state
     return _assign(rm, label, f"kfold {fold + 1}/{n_splits}")
 
 
+@_records_provenance("cold_start")
 def cold_start_split(rm: RatingMatrix, test_size=0.1, val_size=0.0, random_state=None):
     """Hold out whole items for cold-start evaluation: ``test_size`` is the fraction of
     rated items whose ratings all go to test; ``val_size`` then carves a random

@@ -23,13 +23,39 @@ from ..data.layout import training_layout
 from ..fitting import StopFit
 from ..kernels.pairs import pair_dots
 from ..kernels.ridge import ridge_rows
-from ..validation import NONNEGATIVE, POSITIVE, POSITIVE_INT, check_random_state
+from ..validation import NONNEGATIVE, POSITIVE, POSITIVE_INT, _plain, check_random_state
 from .state import LayoutState, initial_factors, residuals
 
 
 def _row_means(indptr_counts: np.ndarray, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     sums = np.bincount(rows, weights=values, minlength=len(indptr_counts))
     return np.divide(sums, indptr_counts, out=np.zeros(len(sums)), where=indptr_counts > 0)
+
+
+def check_unregularized_rows(train, n_factors: int, owner: str) -> None:
+    """Refuse ``regularization=0`` when some user's or item's ridge block is singular.
+
+    Without a penalty, the ``n_factors x n_factors`` normal equations of a row with fewer
+    ratings than ``n_factors`` have rank below ``n_factors``, so its exact block update
+    does not exist; the fit would stop before its first iteration having learned nothing.
+    """
+    few, smallest = [], None
+    for what, counts, ids in (("user", train.user_counts(), train.user_ids),
+                              ("item", train.item_counts(), train.item_ids)):
+        rated = counts[counts > 0]
+        smallest = int(rated.min()) if smallest is None else min(smallest, int(rated.min()))
+        rows = np.flatnonzero((counts > 0) & (counts < n_factors))
+        if rows.size:
+            r = rows[0]
+            few.append(f"{rows.size} {what}(s), e.g. {what} {_plain(ids[r])!r} with "
+                       f"{int(counts[r])} rating(s)")
+    if few:
+        raise ValueError(
+            f"{owner}: regularization=0 leaves the ridge system of every user and item with "
+            f"fewer than n_factors={n_factors} ratings singular, and this data has "
+            f"{' and '.join(few)}; use regularization > 0 (e.g. the default 0.1) or "
+            f"n_factors <= {smallest}"
+        )
 
 
 class BiasedBCD(FactorizationEstimator):
@@ -39,7 +65,9 @@ class BiasedBCD(FactorizationEstimator):
     ----------
     n_factors : int, default 3
     regularization : float, default 0.1
-        ``lambda`` on ``|P|^2 + |Q|^2`` (the intercepts are not penalised).
+        ``lambda`` on ``|P|^2 + |Q|^2`` (the intercepts are not penalised). 0 is accepted
+        only when every user and item with ratings has at least ``n_factors`` of them
+        (otherwise its block has no unique minimiser and ``fit`` raises ``ValueError``).
     max_iter : int, default 20
     tol : float, default 1e-7
         Relative change of the objective below which the fit stops (0 disables).
@@ -80,6 +108,8 @@ class BiasedBCD(FactorizationEstimator):
         self.callbacks = callbacks
 
     def _init_state(self, train):
+        if self.regularization == 0:
+            check_unregularized_rows(train, self.n_factors, type(self).__name__)
         rng = check_random_state(self.random_state)
         P, Q = initial_factors(rng, train.n_users, train.n_items, self.n_factors, self.init_std)
         return LayoutState(

@@ -90,13 +90,16 @@ class SoftImputeALS(NuclearNormCompletion):
         xp, problem, lam = state.problem.xp, state.problem, float(self.regularization)
         U, V, d = state.left, state.right, state.scales
         S = with_values(problem.pattern, state.residuals)  # residuals of U d^2 V^T
-        ridge = d / (d * d + lam)
+        denominator = d * d + lam
+        # (D^2 + lam)^-1 D, with the pseudo-inverse's 0 where lam = 0 meets d = 0 (a
+        # direction the model does not use; e.g. constant ratings, whose residuals vanish)
+        ridge = xp.where(denominator > 0, d / xp.where(denominator > 0, denominator, 1.0), 0.0)
         if not transpose:  # B~ = (D^2 + lam)^-1 D U^T X*, as columns: n_items x r
-            new = (S.T @ U) * ridge + V * (d**3 / (d * d + lam))
+            new = (S.T @ U) * ridge + V * (d * d * ridge)
             vecs, sig, rot_t = thin_svd(new * d)
             U, V = U @ rot_t.T, vecs
         else:
-            new = (S @ V) * ridge + U * (d**3 / (d * d + lam))
+            new = (S @ V) * ridge + U * (d * d * ridge)
             vecs, sig, rot_t = thin_svd(new * d)
             U, V = vecs, V @ rot_t.T
         d = xp.sqrt(sig)

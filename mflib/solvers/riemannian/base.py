@@ -61,9 +61,13 @@ def armijo_gradient_step(objective, manifold, point, value, gradient, line_searc
     """One Riemannian gradient step with Armijo backtracking on ``objective``.
 
     Raises :class:`~mflib.solvers.riemannian.line_search.LineSearchFailed` when the
-    search finds no sufficient decrease (never returns a zero step).
+    search finds no sufficient decrease (never returns a zero step), and
+    :class:`~mflib.fitting.StopFit` ``("converged")`` when the gradient is exactly zero
+    (e.g. constant ratings, whose centred values are all 0): ``point`` is stationary.
     """
     g_norm = manifold.norm(point, gradient)
+    if g_norm == 0.0:
+        raise StopFit("converged")
     t0 = line_search.initial_step(previous_step, g_norm, bb_step)
     res = line_search.search(objective.cost, manifold, point, -gradient, value, -g_norm ** 2,
                              t0, retraction)
@@ -148,11 +152,16 @@ class GrassmannEstimator(FactorizationEstimator):
         return offsets, VariableProjectionProblem(matrix, self.regularization, manifold)
 
     def _initial_point(self, manifold, matrix, rng):
-        if self.init == "random":
+        # centred ratings that are all 0 (constant data) single out no subspace
+        if self.init == "random" or not matrix.count_nonzero():
             return manifold.random_point(rng)
         # top-k right singular vectors of the centred ratings (start vector from rng)
         v0 = rng.standard_normal(min(matrix.shape))
-        _, _, vt = spla.svds(matrix, k=self.n_factors, v0=v0)
+        if self.n_factors < min(matrix.shape):
+            _, _, vt = spla.svds(matrix, k=self.n_factors, v0=v0)
+        else:  # svds needs k < min(shape); a matrix that small is decomposed densely,
+            # completing the top singular vectors to k orthonormal ones
+            vt = np.linalg.svd(matrix.toarray(), full_matrices=True)[2][: self.n_factors]
         return np.linalg.qr(vt.T)[0]
 
     def _init_state(self, train):
@@ -166,7 +175,11 @@ class GrassmannEstimator(FactorizationEstimator):
                                ev.user_factors, U, ev.value,
                                self._problem.riemannian_gradient(U, ev), ev,
                                user_gradients=self._problem.n_active_users)
-        self._setup(state)
+        try:
+            self._setup(state)
+        except StopFit as stop:  # e.g. a stationary starting point: nothing to calibrate
+            stop.state = state
+            raise
         return state
 
     def _setup(self, state):

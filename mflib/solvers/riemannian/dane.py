@@ -5,18 +5,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...validation import NONNEGATIVE, POSITIVE_INT, check_positive_int
+from ...distributed.partition import balanced_bounds
+from ...validation import NONNEGATIVE, POSITIVE_INT
 from .base import COMMON_DOC, GrassmannEstimator, gradient_descent
 from .completion import Evaluation, VariableProjectionProblem
 from .objectives import DaneLocalObjective
 
 
 def partition_users(user_counts, n_workers) -> list[np.ndarray]:
-    """Split users into ``n_workers`` contiguous blocks with about equal rating counts."""
-    check_positive_int(n_workers, "n_workers")
-    cum = np.cumsum(user_counts)
-    cuts = np.searchsorted(cum, cum[-1] * np.arange(1, n_workers) / n_workers)
-    return [b for b in np.split(np.arange(len(user_counts)), cuts)]
+    """Split users into ``n_workers`` contiguous blocks with about equal rating counts
+    (the cuts of :func:`mflib.distributed.partition.balanced_bounds`, as MPI ranks are),
+    each holding at least one user with ratings: a worker without ratings would have no
+    local problem."""
+    counts = np.asarray(user_counts)
+    active = np.flatnonzero(counts > 0)
+    if n_workers > len(active):
+        raise ValueError(f"n_workers={n_workers} exceeds the {len(active)} user(s) with "
+                         f"training ratings, and each worker needs one; choose n_workers <= "
+                         f"{len(active)}")
+    cuts = balanced_bounds(counts[active], n_workers)[1:-1]
+    # a few heavy users can put two cuts together: move them apart (strictly increasing,
+    # block j starting at active position >= j), which leaves distinct cuts unchanged
+    j = np.arange(1, n_workers)
+    cuts = np.maximum.accumulate(np.clip(cuts - j, 0, len(active) - n_workers)) + j
+    return list(np.split(np.arange(len(counts)), active[cuts]))
 
 
 def dane_worker_gradient(part: VariableProjectionProblem, U):

@@ -107,9 +107,11 @@ class RAGD(GrassmannEstimator):
         mu = float(self.strong_convexity)
         h = state.step_size if state.step_size is not None else \
             ls.initial_step(None, float(np.linalg.norm(state.gradient)))
-        # alpha solves alpha^2 - h (mu - gamma) alpha - h gamma = 0 (positive root)
-        alpha = 0.5 * (h * (mu - gamma) + np.sqrt((h * (mu - gamma)) ** 2 + 4 * h * gamma))
-        alpha = min(alpha, 1.0)
+        # alpha solves alpha^2 - h (mu - gamma) alpha - h gamma = 0 (positive root), capped
+        # at 1; the quadratic is <= 0 at 1 exactly when h mu >= 1, so a long step (h up to
+        # 1/|grad|, huge near a stationary point) gives 1 without squaring it
+        alpha = 1.0 if h * mu >= 1.0 else min(
+            1.0, 0.5 * (h * (mu - gamma) + np.sqrt((h * (mu - gamma)) ** 2 + 4 * h * gamma)))
         gbar = (1 - alpha) * gamma + alpha * mu
         y = manifold.exp(x, (alpha * gamma / (gamma + alpha * mu)) * manifold.log(x, v))
         y_value, y_ev = objective.cost(y)

@@ -105,7 +105,12 @@ class Grassmann:
         # computed from the k x k Gram matrix of U + xi (no n x n work)
         y = point + vector
         evals, evecs = np.linalg.eigh(y.T @ y)
-        return y @ ((evecs / np.sqrt(evals)) @ evecs.T)
+        if evals[0] > 1e-8 * evals[-1]:
+            return y @ ((evecs / np.sqrt(evals)) @ evecs.T)
+        # a huge step (|xi| >> 1) drowns the identity in the Gram matrix, whose smallest
+        # eigenvalues then round to 0: the SVD of U + xi gives the same factor stably
+        left, _, right_t = np.linalg.svd(y, full_matrices=False)
+        return left @ right_t
 
     @staticmethod
     def _retract_cayley(point, vector):

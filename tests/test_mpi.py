@@ -1,0 +1,64 @@
+"""Distributed runs under ``mpiexec -n 2`` and ``-n 3`` (MPICH from PyPI), compared with the
+single-process results. Each script in ``tests/mpi/`` asserts on every rank; a failing
+rank must end every rank (MPI_Abort) rather than hang, which is tested too.
+
+Skipped without mpi4py, except when ``MFLIB_REQUIRE_MPI=1`` (CI), where that fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent / "mpi"
+
+
+def _mpiexec() -> str:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError as exc:
+        if os.environ.get("MFLIB_REQUIRE_MPI") == "1":
+            pytest.fail(f"MFLIB_REQUIRE_MPI=1 but mpi4py is missing: {exc}")
+        pytest.skip(f"mpi4py not installed ({exc}); pip install 'mflib[mpi]'")
+    exe = Path(sys.executable).parent / "mpiexec"
+    found = str(exe) if exe.exists() else shutil.which("mpiexec")
+    if found is None:
+        if os.environ.get("MFLIB_REQUIRE_MPI") == "1":
+            pytest.fail("MFLIB_REQUIRE_MPI=1 but no mpiexec is on the PATH")
+        pytest.skip("no mpiexec")
+    return found
+
+
+def run_mpi(n: int, script: str, *args, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``mpiexec -n n python tests/mpi/script args`` with this interpreter."""
+    cmd = [_mpiexec(), "-n", str(n), sys.executable, str(HERE / script), *map(str, args)]
+    env = {**os.environ, "MFLIB_PROGRESS": "0", "OMP_NUM_THREADS": "1",
+           "NUMBA_NUM_THREADS": "1"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _check(result: subprocess.CompletedProcess, n: int) -> None:
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert result.stdout.count(" ok") >= n, result.stdout
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_layout_blocks_and_exchanges(n):
+    _check(run_mpi(n, "layout_check.py"), n)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("n,args", [(2, ("ml-100k", "u1")), (3, ("netflix", "course")),
+                                    (3, ("ml-latest-small",))])
+def test_sharded_reading_equals_the_whole_file(n, args, ml100k, netflix_split, ml_latest_small):
+    _check(run_mpi(n, "shard_check.py", *args), n)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_variable_projection_sums_over_ranks(n):
+    _check(run_mpi(n, "problem_check.py"), n)
