@@ -47,31 +47,39 @@ def _seconds_to(model, threshold):
         table.loc["m", f"iteration to {threshold:g}"]
 
 
+def _models(n_jobs):
+    out = {name: RGD(n_factors=RANK, regularization=lam, bias_regularization=5.0,
+                     max_iter=200, tol=0.0, random_state=0, n_jobs=n_jobs)
+           for name, lam in RGDS.items()}
+    out.update({name: NewtonCG(n_factors=RANK, max_iter=200, tol=1e-8, random_state=0,
+                               n_jobs=n_jobs, **params) for name, params in NEWTON.items()})
+    return out
+
+
 def target(ratings, repeats: int):
+    """Fits interleaved (every method once per round, ``repeats`` rounds) so that a change
+    of the machine's load during the run weighs on all of them alike."""
     rows = []
     for n_jobs in (1, None):
-        rgd_seconds = {}
-        for name, lam in RGDS.items():
-            runs = [RGD(n_factors=RANK, regularization=lam, bias_regularization=5.0,
-                        max_iter=200, tol=0.0, random_state=0, n_jobs=n_jobs).fit(ratings)
-                    for _ in range(repeats)]
-            seconds = [_seconds_to(m, 1e-4)[0] for m in runs]
-            rgd_seconds[name] = float(np.median(seconds))
-            rows.append({"n_jobs": n_jobs or "default", "method": name, "target": "1e-4",
-                         "iterations": _seconds_to(runs[0], 1e-4)[1],
-                         "seconds (median)": rgd_seconds[name],
-                         "objective": runs[0].history_["objective"][-1]})
-        for name, params in NEWTON.items():
-            runs = [NewtonCG(n_factors=RANK, max_iter=200, tol=1e-8, random_state=0,
-                             n_jobs=n_jobs, **params).fit(ratings) for _ in range(repeats)]
-            seconds = float(np.median([_seconds_to(m, 1e-8)[0] for m in runs]))
+        fits = {name: [] for name in _models(n_jobs)}
+        for _ in range(repeats):
+            for name, model in _models(n_jobs).items():
+                fits[name].append(model.fit(ratings))
+        seconds = {name: float(np.median([_seconds_to(m, 1e-4 if name in RGDS else 1e-8)[0]
+                                          for m in runs])) for name, runs in fits.items()}
+        for name, runs in fits.items():
+            threshold = 1e-4 if name in RGDS else 1e-8
             h = runs[0].history_
-            rows.append({"n_jobs": n_jobs or "default", "method": name, "target": "1e-8",
-                         "iterations": _seconds_to(runs[0], 1e-8)[1],
-                         "seconds (median)": seconds,
-                         "objective": h["objective"][-1],
-                         "CG products": int(h["hessian_products"][-1]),
-                         **{f"ratio to {k}": seconds / v for k, v in rgd_seconds.items()}})
+            row = {"n_jobs": n_jobs or "default", "method": name, "target": f"{threshold:g}",
+                   "iterations": _seconds_to(runs[0], threshold)[1],
+                   "seconds (median)": seconds[name],
+                   "seconds (min, max)": f"{min(_seconds_to(m, threshold)[0] for m in runs):.3g}"
+                                         f", {max(_seconds_to(m, threshold)[0] for m in runs):.3g}",
+                   "objective": h["objective"][-1]}
+            if name in NEWTON:
+                row["CG products"] = int(h["hessian_products"][-1])
+                row.update({f"ratio to {k}": seconds[name] / seconds[k] for k in RGDS})
+            rows.append(row)
     return rows
 
 
