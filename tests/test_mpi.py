@@ -80,3 +80,8 @@ def test_a_failing_rank_ends_every_rank_with_its_message():
     assert "finished, which it must not" not in result.stdout
     assert "rank 1 of 3 failed, ending every rank" in result.stderr
     assert "disk full on rank 1" in result.stderr
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_grassmann_family_dane_and_euclidean_gd_sum_over_ranks(n):
+    _check(run_mpi(n, "grassmann_check.py"), n)

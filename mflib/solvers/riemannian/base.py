@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse.linalg as spla
 
+from ... import execution
 from ...base import FactorizationEstimator, FactorState
 from ...data.layout import training_layout
 from ...fitting import StopFit
@@ -149,6 +150,11 @@ class GrassmannEstimator(FactorizationEstimator):
         layout = training_layout(train)
         matrix = layout.csr_matrix(layout.to_csr(offsets.values))
         manifold = Grassmann(train.n_items, self.n_factors, self.retraction)
+        exchange = execution.exchange()
+        if exchange is not None:  # each rank's block of users; f and gradients summed
+            from ...distributed.variable_projection import DistributedProblem  # noqa: PLC0415
+
+            return offsets, DistributedProblem(matrix, self.regularization, manifold, exchange)
         return offsets, VariableProjectionProblem(matrix, self.regularization, manifold)
 
     def _initial_point(self, manifold, matrix, rng):
@@ -169,7 +175,9 @@ class GrassmannEstimator(FactorizationEstimator):
         rng = check_random_state(self.random_state)
         offsets, self._problem = self._centred_problem(train)
         self._rng = rng
-        U = self._initial_point(self._problem.manifold, self._problem.matrix, rng)
+        # every rank starts from the same point, from the whole matrix
+        matrix = getattr(self._problem, "global_matrix", self._problem.matrix)
+        U = self._initial_point(self._problem.manifold, matrix, rng)
         ev = self._problem.evaluate(U)
         state = GrassmannState(offsets.mean, offsets.user_bias, offsets.item_bias,
                                ev.user_factors, U, ev.value,
