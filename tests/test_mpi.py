@@ -85,3 +85,27 @@ def test_a_failing_rank_ends_every_rank_with_its_message():
 @pytest.mark.parametrize("n", [2, 3])
 def test_grassmann_family_dane_and_euclidean_gd_sum_over_ranks(n):
     _check(run_mpi(n, "grassmann_check.py"), n)
+
+
+def _test_rmse(text: str) -> float:
+    line = next(ln for ln in text.splitlines() if ln.startswith("test_rmse"))
+    return float(line.split()[-1])
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("shard", [False, True])
+def test_command_line_under_mpiexec(netflix_split, shard, capsys):
+    from mflib.cli import main
+
+    argv = ["fit", "--model", "als", "--dataset", "netflix", "--split", "course",
+            "--param", "max_iter=3", "--param", "n_jobs=1", "--param", "random_state=0"]
+    assert main(argv) == 0
+    alone = capsys.readouterr().out
+    cmd = [_mpiexec(), "-n", "2", sys.executable, "-m", "mflib", *argv,
+           *(["--shard"] if shard else [])]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=240,
+                            env={**os.environ, "MFLIB_PROGRESS": "0", "NUMBA_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ALS: 3 iteration(s)") == 1  # rank 0 alone prints
+    assert "peak memory per rank (MB)" in result.stdout
+    assert _test_rmse(result.stdout) == pytest.approx(_test_rmse(alone), rel=1e-6)

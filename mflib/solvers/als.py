@@ -147,6 +147,7 @@ class ALS(FactorizationEstimator):
         "dtype": [DTYPE],
     }
     _contract_params = {"n_factors": 3, "max_iter": 3}
+    _mpi = "shards"
 
     def __init__(self, n_factors=10, regularization=0.1, bias_regularization=None,
                  regularization_scale="sum",

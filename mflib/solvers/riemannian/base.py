@@ -138,6 +138,7 @@ class GrassmannEstimator(FactorizationEstimator):
         "line_search": [NONE, HasMethods("search", "initial_step")],
     }
     _contract_params = {"n_factors": 2, "max_iter": 3, "random_state": 0}
+    _mpi = "whole"  # each rank sums its block of users (DistributedProblem)
 
     def _check_size(self, train):
         if self.n_factors > train.n_items:
