@@ -27,12 +27,14 @@ MAX_ELEMENTS = 1 << 26
 
 
 class BucketPlan:
-    """Rows grouped by padded length, with the gather indices of each batch (host arrays,
-    computed once per CSR structure and reused every half-step)."""
+    """Rows grouped by padded length, with the gather indices of each batch (computed
+    once per CSR structure on the host; copied to the device once, on first use, and
+    reused every half-step)."""
 
     def __init__(self, indptr: np.ndarray, k: int, max_elements: int = MAX_ELEMENTS):
         counts = np.diff(indptr)
         self.n_rows = len(counts)
+        self._on_device = {}
         self.batches = []  # (rows, positions (n_b, L) into the CSR arrays, mask (n_b, L))
         nonempty = np.flatnonzero(counts > 0)
         if nonempty.size == 0:
@@ -47,6 +49,16 @@ class BucketPlan:
                 pos = indptr[r][:, None] + offsets[None, :]
                 mask = offsets[None, :] < counts[r][:, None]
                 self.batches.append((r, np.where(mask, pos, 0), mask))
+
+    def on_device(self, xp, indices: np.ndarray) -> list:
+        """Each batch as device arrays ``(rows, rows_d, pos_d, mask_d, cols_d)``, where
+        ``cols`` are the column indices (``indices[pos]``); cached per array module."""
+        key = (xp.__name__, id(indices))
+        if key not in self._on_device:
+            self._on_device = {key: [(rows, xp.asarray(rows), xp.asarray(pos), xp.asarray(mask),
+                                      xp.asarray(indices[pos]))
+                                     for rows, pos, mask in self.batches]}
+        return self._on_device[key]
 
 
 def ridge_rows_xp(xp, plan: BucketPlan, indices, values, Y, reg, *, weights=None,
@@ -88,12 +100,10 @@ def ridge_rows_xp(xp, plan: BucketPlan, indices, values, Y, reg, *, weights=None
     row_sse = np.zeros(plan.n_rows)
     if plan.n_rows:
         out[...] = 0
-    for rows, pos, mask in plan.batches:
-        mask_d = xp.asarray(mask)
-        cols = xp.asarray(indices[pos])
-        v = xp.where(mask_d, values[xp.asarray(pos)], 0).astype(dtype)
+    for rows, rows_d, pos_d, mask_d, cols in plan.on_device(xp, indices):
+        v = xp.where(mask_d, values[pos_d], 0).astype(dtype)
         w = mask_d.astype(dtype) if weights is None else \
-            xp.where(mask_d, weights[xp.asarray(pos)], 0).astype(dtype)
+            xp.where(mask_d, weights[pos_d], 0).astype(dtype)
         G = Y[cols]                                    # (n_b, L, k); padding rows are Y[0]...
         G = G * mask_d[:, :, None].astype(dtype)       # ...zeroed here
         GW = G * w[:, :, None]
@@ -106,9 +116,9 @@ def ridge_rows_xp(xp, plan: BucketPlan, indices, values, Y, reg, *, weights=None
             # a draw from N(x, A^-1 / precision): with A = L L^T, L^-T z has covariance A^-1
             # (batched solves: neither NumPy nor CuPy has a batched triangular solve)
             chol = xp.linalg.cholesky(A)
-            z = normals[xp.asarray(rows)][:, :, None] / np.sqrt(precision)
+            z = normals[rows_d][:, :, None] / np.sqrt(precision)
             x = x + xp.linalg.solve(xp.swapaxes(chol, 1, 2), z)[:, :, 0]
-        out[xp.asarray(rows)] = x
+        out[rows_d] = x
         resid = v - xp.matmul(G, x[:, :, None])[:, :, 0]
         row_sse[rows] = _to_host(xp.sum(w * resid * resid, axis=1))
     return out, row_sse
