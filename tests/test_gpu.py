@@ -22,6 +22,14 @@ BACKENDS = [pytest.param("emulated", id="numpy-as-xp"),
 #: parameters under which each estimator's GPU and CPU fits are compared, and how closely
 SETTINGS = {
     "als": ({"n_factors": 4, "max_iter": 5}, 1e-9),
+    "rgd": ({"n_factors": 3, "max_iter": 8, "regularization": 0.1}, 1e-8),
+    "ragd": ({"n_factors": 3, "max_iter": 6, "regularization": 0.1}, 1e-8),
+    "rsvrg": ({"n_factors": 3, "max_iter": 3, "regularization": 0.1, "batch_size": 8}, 1e-8),
+    "rsarah": ({"n_factors": 3, "max_iter": 3, "regularization": 0.1, "batch_size": 8}, 1e-8),
+    "rspider": ({"n_factors": 3, "max_iter": 3, "regularization": 0.1, "batch_size": 8}, 1e-8),
+    "catalyst": ({"n_factors": 3, "max_iter": 2, "regularization": 0.1, "max_doublings": 2},
+                 1e-8),
+    "dane": ({"n_factors": 3, "max_iter": 3, "regularization": 0.1, "local_steps": 2}, 1e-8),
     "softimpute": ({"regularization": 2.0, "max_iter": 20}, 1e-6),
     "softimputeals": ({"regularization": 2.0, "n_factors": 4, "max_iter": 20}, 1e-6),
 }

@@ -71,6 +71,7 @@ class EuclideanGD(GrassmannEstimator):
         self.verbose = verbose
         self.callbacks = callbacks
 
+    _devices = ("cpu",)  # its sums over ratings are its own (no GPU path yet)
     retraction = "qr"  # builds the problem's manifold (for the initial point); steps are Euclidean
 
     def _init_state(self, train):

@@ -91,7 +91,7 @@ class DANE(GrassmannEstimator):
                  center="biases", init="random", retraction="qr", n_workers=None,
                  proximity=0.01,
                  local_steps=5, line_search=None, max_iter=30, tol=1e-7, n_jobs=None,
-                 random_state=None, verbose=0, callbacks=None):
+                 device="cpu", random_state=None, verbose=0, callbacks=None):
         self.n_factors = n_factors
         self.regularization = regularization
         self.bias_regularization = bias_regularization
@@ -105,6 +105,7 @@ class DANE(GrassmannEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.n_jobs = n_jobs
+        self.device = device
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
