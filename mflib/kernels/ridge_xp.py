@@ -127,3 +127,50 @@ def ridge_rows_xp(xp, plan: BucketPlan, indices, values, Y, reg, *, weights=None
 def _to_host(array):
     get = getattr(array, "get", None)
     return get() if callable(get) else np.asarray(array)
+
+
+def sample_rows_xp(xp, plan: BucketPlan, indices, ratings, F, alpha, prior_precision,
+                   prior_shift, normals, *, offset=0.0, column_offset=None,
+                   residual_mean=None, weight=0.0):
+    """The Gibbs draws of :func:`mflib.kernels.gibbs.sample_rows` on ``xp``'s device.
+
+    Every row's vector is drawn from ``N(A^-1 (shift + alpha F_J^T v), A^-1)`` with
+    ``A = prior_precision + alpha F_J^T F_J`` and ``v = ratings - offset -
+    column_offset[j]``; ``normals`` (n_rows, d) are the caller's standard normals. The
+    same returns as the numba kernel: draws (rows without data: 0), each row's squared
+    residuals at its draw and, with ``residual_mean`` (nnz,), the running mean of the
+    residuals updated with ``weight`` and its row sums of squares. Arrays are on the
+    device except ``indices`` and the returned sums (host).
+    """
+    d = F.shape[1]
+    dtype = F.dtype
+    Lambda = xp.asarray(prior_precision, dtype=dtype)
+    shift = xp.asarray(prior_shift, dtype=dtype)
+    z_all = xp.asarray(normals, dtype=dtype)
+    out = xp.zeros((plan.n_rows, d), dtype=dtype)
+    sse = np.zeros(plan.n_rows)
+    averaging = residual_mean is not None
+    mean_out = xp.array(residual_mean, dtype=dtype, copy=True) if averaging else None
+    mean_sse = np.zeros(plan.n_rows) if averaging else None
+    for rows, rows_d, pos_d, mask_d, cols in plan.on_device(xp, indices):
+        m = mask_d.astype(dtype)
+        v = ratings[pos_d] - offset
+        if column_offset is not None:
+            v = v - column_offset[cols]
+        v = v * m
+        G = F[cols] * m[:, :, None]
+        Gt = xp.swapaxes(G, 1, 2)
+        A = alpha * xp.matmul(Gt, G) + Lambda[None]
+        b = alpha * xp.matmul(Gt, v[:, :, None]) + shift[None, :, None]
+        chol = xp.linalg.cholesky(A)
+        x = xp.linalg.solve(A, b)[:, :, 0] + \
+            xp.linalg.solve(xp.swapaxes(chol, 1, 2), z_all[rows_d][:, :, None])[:, :, 0]
+        out[rows_d] = x
+        e = (v - xp.matmul(G, x[:, :, None])[:, :, 0]) * m
+        sse[rows] = _to_host(xp.sum(e * e, axis=1))
+        if averaging:
+            before = residual_mean[pos_d]
+            avg = (before + weight * (e - before)) * m
+            mean_out[pos_d[mask_d]] = avg[mask_d]
+            mean_sse[rows] = _to_host(xp.sum(avg * avg, axis=1))
+    return out, sse, mean_out, mean_sse
