@@ -20,14 +20,19 @@ from .solvers.baselines import (
 )
 from .solvers.bayes import BayesianMF
 from .solvers.bcd import BiasedBCD
+from .solvers.blend import Blend
+from .solvers.content import ContentBased
 from .solvers.ensemble import CFEnsemble
 from .solvers.euclidean_gd import EuclideanGD
+from .solvers.hybrid import Hybrid
 from .solvers.lasso_mf import LassoMF
 from .solvers.riemannian import DANE, RAGD, RGD, RSARAH, RSPIDER, RSVRG, Catalyst
+from .solvers.second_order import LevenbergMarquardt, NewtonCG, NewtonMF
 from .solvers.sgd import SGD, SVRG
 from .solvers.soft_impute import SoftImpute, soft_impute_path
 from .solvers.soft_impute_als import SoftImputeALS
 from .solvers.svdpp import SVDpp
+from .solvers.temporal import DriftBaseline
 from .solvers.weighted import AdamMF, WeightedALS
 
 __version__ = "0.1.0"
@@ -38,19 +43,26 @@ __all__ = [
     "BayesianMF",
     "BiasBaseline",
     "BiasedBCD",
+    "Blend",
     "CFEnsemble",
     "Catalyst",
+    "ContentBased",
     "ConvergenceWarning",
     "DANE",
+    "DriftBaseline",
     "EarlyStopping",
     "EuclideanGD",
     "FactorState",
     "FactorizationEstimator",
     "GlobalMean",
     "History",
+    "Hybrid",
     "ItemMean",
     "LassoMF",
+    "LevenbergMarquardt",
     "LogMetrics",
+    "NewtonCG",
+    "NewtonMF",
     "Popularity",
     "RatingMatrix",
     "RAGD",

@@ -413,3 +413,153 @@ def store_checked_outputs(notebook, *, timeout=600) -> int:
             stored += 1
     nbformat.write(committed, path)
     return stored
+
+
+# ---------------------------------------------------------------------- hyperparameter search
+SEARCH_METHODS = ("random", "grid", "optuna")
+
+
+class SearchResult:
+    """What :func:`search` found: one ``table`` row per trial (the parameters, then the
+    columns of :data:`COLUMNS`), the ``best_params`` and the ``best_model`` (fitted on the
+    training part) by the lowest ``metric`` on validation, and that trial's row."""
+
+    def __init__(self, table: pd.DataFrame, best_params: dict, best_model, best_row: pd.Series,
+                 metric: str):
+        self.table = table
+        self.best_params = best_params
+        self.best_model = best_model
+        self.best_row = best_row
+        self.metric = metric
+
+    def __repr__(self) -> str:
+        return (f"SearchResult({len(self.table)} trials, best {self.metric}="
+                f"{self.best_row[self.metric]:.4f} at {self.best_params})")
+
+
+def _optuna_suggest(trial, name, spec):
+    """One Optuna suggestion for ``spec``: a list (categorical) or a frozen scipy.stats
+    ``uniform``, ``loguniform`` (``reciprocal``) or ``randint`` distribution."""
+    if isinstance(spec, (list, tuple)):
+        choices = list(spec)
+        plain = all(c is None or isinstance(c, (bool, int, float, str)) for c in choices)
+        if plain:
+            return trial.suggest_categorical(name, choices)
+        return choices[trial.suggest_categorical(name, list(range(len(choices))))]
+    dist = getattr(spec, "dist", None)
+    kind = getattr(dist, "name", None)
+    if kind == "uniform":
+        low, high = spec.support()
+        return trial.suggest_float(name, float(low), float(high))
+    if kind in ("loguniform", "reciprocal"):
+        low, high = spec.support()
+        return trial.suggest_float(name, float(low), float(high), log=True)
+    if kind == "randint":
+        low, high = spec.support()
+        return trial.suggest_int(name, int(low), int(high))
+    raise TypeError(
+        f"search(method='optuna') takes lists and scipy.stats uniform, loguniform and "
+        f"randint distributions; {name!r} is {spec!r}")
+
+
+def search(estimator, param_distributions, split=None, *, train=None, validation=None,
+           test=None, method="random", n_iter=20, metric="val_rmse", random_state=0,
+           fit_eval_set=True, history=(), record=None, ranking_k=None, protocols=("full",),
+           clip=False, log=print) -> SearchResult:
+    """Tune ``estimator`` on the validation part: the one hyperparameter search of mflib.
+
+    Every trial fits a clone of ``estimator`` with the trial's parameters on the training
+    part and scores it on validation; the trial with the lowest ``metric`` wins. The test
+    part, when given, is only reported (never used to choose). Searches are seeded: the
+    same ``random_state`` gives the same trials. The chosen settings are printed.
+
+    Parameters
+    ----------
+    estimator : FactorizationEstimator
+        Template; parameters not searched keep its values.
+    param_distributions : dict
+        Parameter name -> a list of values or a frozen ``scipy.stats`` distribution
+        (``loguniform(1e-3, 1)``, ``randint(5, 50)``, ``uniform(0, 1)``); for ``"grid"``,
+        lists only (a :class:`~sklearn.model_selection.ParameterGrid`).
+    split, train, validation, test :
+        As in :func:`compare`; a validation part is required.
+    method : {"random", "grid", "optuna"}, default "random"
+        scikit-learn's seeded :class:`~sklearn.model_selection.ParameterSampler`, the full
+        grid, or Optuna's TPE sampler seeded with ``random_state`` (the optional
+        ``mflib[search]`` extra), as the original study tuned.
+    n_iter : int, default 20
+        Trials of "random" and "optuna".
+    metric : str, default "val_rmse"
+        A column of the trial rows to minimise (e.g. ``"val_rmse"``).
+    random_state : int, default 0
+    fit_eval_set, history, record, ranking_k, protocols, clip :
+        As in :func:`compare`.
+    log : callable or None, default print
+        Receives the one-line report of the chosen settings.
+
+    Returns
+    -------
+    SearchResult
+    """
+    from sklearn.model_selection import ParameterSampler  # noqa: PLC0415
+
+    from .validation import check_choice, check_positive_int  # noqa: PLC0415
+
+    check_choice(method, "method", SEARCH_METHODS)
+    check_positive_int(n_iter, "n_iter")
+    train, validation, test = _parts(split, train, validation, test)
+    if validation is None:
+        raise ValueError("search needs a validation part to choose on: pass a Split with "
+                         "val_size > 0, or validation=...")
+    if not isinstance(param_distributions, dict) or not param_distributions:
+        raise ValueError("param_distributions must be a non-empty dict of parameter name -> "
+                         f"values or distribution, got {param_distributions!r}")
+    unknown = sorted(set(param_distributions) - set(estimator.get_params()))
+    if unknown:
+        raise ValueError(f"{type(estimator).__name__} has no parameter(s) {unknown}; its "
+                         f"parameters: {sorted(estimator.get_params())}")
+    rows, models = [], []
+
+    def trial_fit(params) -> float:
+        # plain Python values (samplers draw NumPy scalars), so tables and reports read well
+        params = {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
+        model = clone(estimator).set_params(**params)
+        t0 = time.perf_counter()
+        model.fit(train, eval_set=validation if fit_eval_set else None)
+        row = {**params, **evaluate_fit(
+            model, validation=validation, test=test, fit_seconds=time.perf_counter() - t0,
+            history=history, record=record, ranking_k=ranking_k, protocols=protocols,
+            clip=clip)}
+        if metric not in row:
+            raise KeyError(f"metric {metric!r} is not a column of the trial rows; columns: "
+                           f"{list(row)}")
+        rows.append(row)
+        models.append(model)
+        return float(row[metric])
+
+    if method == "optuna":
+        try:
+            import optuna  # noqa: PLC0415  (the optional mflib[search] extra)
+        except ImportError as exc:
+            raise ImportError("search(method='optuna') needs Optuna: pip install "
+                              "'mflib[search]' (or use method='random')") from exc
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(direction="minimize",
+                                    sampler=optuna.samplers.TPESampler(seed=random_state))
+        study.optimize(lambda trial: trial_fit({
+            name: _optuna_suggest(trial, name, spec)
+            for name, spec in param_distributions.items()}), n_trials=n_iter)
+    else:
+        trials = (ParameterGrid(param_distributions) if method == "grid" else
+                  ParameterSampler(param_distributions, n_iter, random_state=random_state))
+        for params in trials:
+            trial_fit(params)
+    table = _ordered(rows, tuple(param_distributions))
+    table.index.name = "trial"
+    best = int(np.nanargmin(table[metric].to_numpy(dtype=float)))
+    best_params = {name: rows[best][name] for name in param_distributions}
+    result = SearchResult(table, best_params, models[best], table.iloc[best], metric)
+    if log is not None:
+        log(f"search ({method}, {len(rows)} trials, seed {random_state}): "
+            f"{type(estimator).__name__} {best_params} -> {metric} {table[metric].iloc[best]:.4f}")
+    return result
