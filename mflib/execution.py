@@ -44,14 +44,15 @@ SERIAL_BELOW = {
     "residuals": 1 << 20,
     # variable projection (Grassmann family): ridge solves and residuals of f(U)
     "variable_projection": 100_000,
-    # SGD epochs with parallel="auto": below this many ratings one thread, above it the
-    # stratified ("blocked") kernel. Rank 64, 2 cores shared (load 6-8), kernel only:
-    # 3M ratings serial 0.38 s vs blocked 0.64 s (float32), 0.71 vs 0.83 s (float64);
-    # 10M ratings serial 5.2 s vs blocked 3.3 s (float32), 6.9 vs 4.9 s (float64). Each
-    # epoch runs n_blocks strata, each a parallel region whose wake-up costs several ms
-    # on a busy machine, so small data loses (ml-100k: 2.4 s vs 0.67 s a fit). Hogwild
-    # is never chosen: it lost to blocked at every size measured (10M float32: 5.7 s),
-    # its random row accesses miss the cache that blocks keep, and it is not reproducible
+    # the blocked SGD epoch (parallel="auto" or "blocked"): below this many ratings its
+    # strata run on one thread. Rank 64, 2 cores shared (load 6-8), epoch kernel only,
+    # one thread (plain shuffle) vs blocked on two: 3M ratings 0.38 s vs 0.64 s (float32),
+    # 0.71 vs 0.83 s (float64); 10M ratings 5.2 s vs 3.3 s (float32), 6.9 vs 4.9 s
+    # (float64); at load 3, 10M: 1.26 s vs 0.97 s (float32). Each epoch runs
+    # n_blocks strata, each a parallel region whose wake-up costs several ms on a busy
+    # machine, so small data loses (ml-100k: 2.4 s vs 0.67 s a fit). Hogwild is never
+    # chosen: it lost to blocked at every size measured (10M float32: 5.7 s), its random
+    # row accesses miss the cache that blocks keep, and it is not reproducible
     "sgd_blocked": 5_000_000,
 }
 
