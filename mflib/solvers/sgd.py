@@ -26,10 +26,12 @@ import time
 import numba
 import numpy as np
 
+from .. import execution
 from ..base import FactorizationEstimator, FactorState
 from ..data.layout import TrainingLayout, training_layout
 from ..fitting import StopFit
 from ..kernels import sgd as kernels
+from ..kernels import sgd_xp
 from ..validation import (
     BOOLEAN,
     DTYPE,
@@ -344,6 +346,13 @@ class SGD(_StochasticMF):
         Stop when the relative change of the objective falls below ``tol`` (0: never).
     n_jobs : int or None, default None
         numba threads of the parallel modes (None: all).
+    device : {"cpu", "gpu", "auto"}, default "cpu"
+        "gpu": epochs run on the GPU (CuPy) in minibatches of ``batch_size`` ratings:
+        each batch's per-rating steps are taken from the batch's starting parameters and
+        summed into the rows they touch (:mod:`mflib.kernels.sgd_xp`; deterministic, the
+        minibatch form of Hogwild). ``parallel_mode_`` is then "gpu".
+    batch_size : int, default 16384
+        Ratings per minibatch on the GPU (the CPU steps one rating at a time).
     random_state : int, Generator or None
     verbose : int, default 0
         Show a progress bar.
@@ -374,13 +383,16 @@ class SGD(_StochasticMF):
         "parallel": [Options(*PARALLEL_MODES)],
         "n_blocks": [POSITIVE_INT],
         "record_grad_norm": [BOOLEAN],
+        "batch_size": [POSITIVE_INT],
     }
     _contract_params = {"n_factors": 3, "max_iter": 3}
+    _devices = ("cpu", "gpu")
 
     def __init__(self, n_factors=100, learning_rate=0.005, regularization=0.02, max_iter=20,
                  schedule="constant", decay=None, init_std=0.1, shuffle=True, parallel="auto",
                  n_blocks=8, dtype="float64", record_grad_norm=False, tol=0.0, n_jobs=None,
-                 random_state=None, verbose=0, callbacks=None):
+                 device="cpu", batch_size=16384, random_state=None, verbose=0,
+                 callbacks=None):
         self.n_factors = n_factors
         self.learning_rate = learning_rate
         self.regularization = regularization
@@ -395,6 +407,8 @@ class SGD(_StochasticMF):
         self.record_grad_norm = record_grad_norm
         self.tol = tol
         self.n_jobs = n_jobs
+        self.device = device
+        self.batch_size = batch_size
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
@@ -410,6 +424,8 @@ class SGD(_StochasticMF):
         dtype = self._check_common()
         if self.parallel == "blocked" and not self.shuffle:
             raise ValueError("parallel='blocked' shuffles within blocks; use shuffle=True")
+        if execution.current().device == "gpu":
+            return self._init_gpu(train, dtype)
         self.parallel_mode_ = self._resolve_parallel()
         blocked = self.parallel_mode_ == "blocked"
         state = self._init_common(train, dtype, blocks=self.n_blocks if blocked else None)
@@ -432,7 +448,47 @@ class SGD(_StochasticMF):
         schedule = groups[None, :] * g + item_groups[(groups[None, :] + shifts[:, None]) % g]
         return ws.extra["order"], schedule
 
+    def _init_gpu(self, train, dtype):
+        """The device copies of the ratings and of the model (``parallel_mode_`` "gpu")."""
+        self.parallel_mode_ = "gpu"
+        state = self._init_common(train, dtype)
+        xp, ws = execution.current().xp, state.workspace
+        ws.extra["gpu"] = {"xp": xp, "users": xp.asarray(ws.users), "items": xp.asarray(ws.items),
+                           "ratings": xp.asarray(ws.ratings.astype(dtype)),
+                           "user_counts": xp.asarray(ws.user_counts.astype(dtype)),
+                           "item_counts": xp.asarray(ws.item_counts.astype(dtype))}
+        for name in ("user_bias", "item_bias", "user_factors", "item_factors"):
+            setattr(state, name, xp.asarray(getattr(state, name)))
+        return state
+
+    def _gpu_step(self, state):
+        """Minibatch epochs on the device (:mod:`mflib.kernels.sgd_xp`): each batch's
+        steps taken from its starting point and summed into the rows they touch."""
+        g = state.workspace.extra["gpu"]
+        xp = g["xp"]
+        t0 = time.perf_counter()
+        n = int(g["ratings"].shape[0])
+        order = xp.asarray(state.rng.permutation(n) if self.shuffle else np.arange(n))
+        model = (state.global_mean, state.user_bias, state.item_bias, state.user_factors,
+                 state.item_factors)
+        sgd_xp.minibatch_epoch(xp, g["users"], g["items"], g["ratings"], order,
+                               self.batch_size, *model, self._current_step_size(state),
+                               float(self.regularization))
+        seconds = time.perf_counter() - t0
+        sse = sgd_xp.sum_squared_residuals(xp, g["users"], g["items"], g["ratings"], *model,
+                                           execution.GPU_CHUNK)
+        value = sgd_xp.mean_loss(sse, n, state.user_bias, state.item_bias, state.user_factors,
+                                 state.item_factors, g["user_counts"], g["item_counts"],
+                                 float(self.regularization), xp)
+        self._check_divergence(state, value)
+        metrics = {"objective": value, "train_rmse": math.sqrt(sse / n),
+                   "step_size": self._current_step_size(state), "epoch_seconds": seconds}
+        state.epoch += 1
+        return metrics
+
     def _step(self, state, train):
+        if self.parallel_mode_ == "gpu":
+            return self._gpu_step(state)
         ws = state.workspace
         mode = self.parallel_mode_
         t0 = time.perf_counter()
