@@ -14,6 +14,7 @@ from mflib import make_low_rank
 from mflib.data.layout import training_layout
 from mflib.execution import ExecutionPolicy, use_policy
 from mflib.fitting import ConvergenceWarning
+from mflib.kernels.ridge import ridge_rows
 from mflib.solvers.als import ALS
 from mflib.solvers.factorization_problem import FactorizationProblem
 from mflib.solvers.newton_steps import (
@@ -215,6 +216,139 @@ def test_singular_preconditioner_is_refused_with_the_remedy(small):
         curvature.preconditioner()
 
 
+# ---------------------------------------------------------------------- variable projection
+def _index_sets(problem):
+    """Positions in x of the user variables [P, b] and the item variables [Q, c] (the
+    order of the reduced vector y)."""
+    o = problem.offsets
+    users = list(range(o[0], o[1])) + (list(range(o[2], o[3])) if problem.use_bias else [])
+    items = list(range(o[1], o[2])) + (list(range(o[3], o[4])) if problem.use_bias else [])
+    return users, items
+
+
+@pytest.mark.parametrize("center,use_bias", SETTINGS)
+def test_reduced_problem_solves_the_users_exactly(small, center, use_bias):
+    problem = _problem(small, center, use_bias)
+    reduced = problem.reduced()
+    y = np.random.default_rng(11).normal(0.0, 0.5, reduced.n_variables)
+    point = reduced.evaluate(y)
+    users, items = _index_sets(problem)
+    np.testing.assert_array_equal(point.x[items], y)
+    # the users are the minimisers: grad_P f = 0 and a user half-step of ALS's kernel
+    g = problem.gradient(point.x)
+    assert np.abs(g[users]).max() < 1e-13 * np.abs(g).max()
+    assert point.value == pytest.approx(_dense_value(problem, small, point.x), rel=1e-12)
+    np.testing.assert_allclose(point.residuals, problem.residuals(point.x), atol=1e-12)
+    Q, c = reduced.split(y)
+    lay = problem.layout
+    targets = problem.targets - (c[problem.cols] if use_bias else 0.0)
+    features = np.column_stack([np.ones(len(Q)), Q]) if use_bias else Q
+    ridge = ridge_rows(lay.user_indptr, lay.user_items, targets, features, problem.lam,
+                       reg_scale=problem.block_penalty / problem.lam)
+    P, _, b, _ = problem.split(point.x)
+    np.testing.assert_allclose(np.column_stack([b, P]) if use_bias else P, ridge, atol=1e-12)
+
+
+@pytest.mark.parametrize("center,use_bias", SETTINGS)
+def test_reduced_gradient_and_hessian_match_finite_differences(small, center, use_bias):
+    problem = _problem(small, center, use_bias)
+    reduced = problem.reduced()
+    y = np.random.default_rng(12).normal(0.0, 0.5, reduced.n_variables)
+    point = reduced.evaluate(y)
+
+    def grad_g(z):
+        p = reduced.evaluate(z)
+        return reduced.item_part(problem.gradient(p.x, p.residuals))
+
+    fd = _finite_difference(lambda z: reduced.evaluate(z).value, y)
+    g = grad_g(y)
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-8 * np.abs(g).max())
+    curvature = reduced.curvature(point)
+    H = np.column_stack([curvature.hessian_vector(e) for e in np.eye(len(y))])
+    fd = np.column_stack([(grad_g(y + 1e-6 * e) - grad_g(y - 1e-6 * e)) / 2e-6
+                          for e in np.eye(len(y))])
+    np.testing.assert_allclose(H, fd, rtol=1e-6, atol=1e-7 * np.abs(H).max())
+    assert curvature.n_products == len(y)
+
+
+@pytest.mark.parametrize("center,use_bias", SETTINGS)
+def test_reduced_hessian_is_the_schur_complement_of_the_hessian(small, center, use_bias):
+    problem = _problem(small, center, use_bias)
+    reduced = problem.reduced()
+    point = reduced.evaluate(np.random.default_rng(13).normal(0.0, 0.5, reduced.n_variables))
+    H = problem.hessian(point.x, point.residuals)
+    users, items = _index_sets(problem)
+    schur = H[np.ix_(items, items)] - H[np.ix_(items, users)] @ np.linalg.solve(
+        H[np.ix_(users, users)], H[np.ix_(users, items)])
+    curvature = reduced.curvature(point)
+    eye = np.eye(reduced.n_variables)
+    products = np.column_stack([curvature.hessian_vector(e) for e in eye])
+    np.testing.assert_allclose(products, schur, atol=1e-12 * np.abs(schur).max())
+    references = np.column_stack([curvature.reference_product(e) for e in eye])
+    np.testing.assert_allclose(references, schur, atol=1e-12 * np.abs(schur).max())
+    # the preconditioner inverts the item blocks of H_QQ
+    full_items = problem.curvature(point.x, point.residuals).block_diagonal()[1]
+    M = np.zeros_like(schur)
+    k = problem.k
+    for i in range(problem.n_items):
+        idx = ([problem.n_items * k + i] if use_bias else []) + list(range(i * k, i * k + k))
+        M[np.ix_(idx, idx)] = full_items[i]
+    v = np.random.default_rng(14).normal(size=reduced.n_variables)
+    np.testing.assert_allclose(curvature.preconditioner()(M @ v), v, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_reduced_products_do_not_depend_on_the_thread_count(n_jobs):
+    rm, _ = make_low_rank(300, 200, 4, 0.3, random_state=0)  # 18k ratings
+    problem = _problem(rm, "mean", True, k=4)
+    reduced = problem.reduced()
+    rng = np.random.default_rng(15)
+    y, v = rng.normal(0, 0.3, reduced.n_variables), rng.normal(size=reduced.n_variables)
+    out = []
+    for n in (1, n_jobs):
+        with use_policy(ExecutionPolicy(n)):
+            point = reduced.evaluate(y)
+            curvature = reduced.curvature(point)
+            out.append((point.x, curvature.hessian_vector(v), curvature.preconditioner()(v)))
+    for a, b in zip(*out, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(out[0][1], curvature.reference_product(v), rtol=1e-10,
+                               atol=1e-14)
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_item_sweep_is_the_exact_item_half_step(small, use_bias):
+    problem = _problem(small, "mean", use_bias)
+    reduced = problem.reduced()
+    x = _point(problem, seed=16)
+    y = reduced.item_sweep(x)
+    _, items = _index_sets(problem)
+    swept = x.copy()
+    swept[items] = y
+    g = problem.gradient(swept)
+    assert np.abs(g[items]).max() < 1e-13 * np.abs(problem.gradient(x)).max()
+    assert problem.cost(swept)[0] < problem.cost(x)[0]
+    # and it is ALS's item half-step (mflib.kernels.ridge)
+    lay = problem.layout
+    P, _, b, _ = problem.split(x)
+    targets = lay.csr_to_csc(problem.targets) - (b[lay.item_users] if use_bias else 0.0)
+    features = np.column_stack([np.ones(len(P)), P]) if use_bias else P
+    ridge = ridge_rows(lay.item_indptr, lay.item_users, targets, features, problem.lam,
+                       reg_scale=problem.block_penalty / problem.lam)
+    Q, c = reduced.split(y)
+    np.testing.assert_allclose(np.column_stack([c, Q]) if use_bias else Q, ridge, atol=1e-12)
+
+
+def test_singular_user_systems_are_refused_with_the_remedy(small):
+    problem = _problem(small, "none", False, k=8, lam=0.0)  # users with < 8 ratings
+    reduced = problem.reduced()
+    with pytest.raises(ValueError, match=r"user \d+ is singular.*regularization > 0"):
+        reduced.evaluate(np.ones(reduced.n_variables))
+    with pytest.raises(ValueError, match="variable projection"):
+        NewtonCG(n_factors=8, regularization=0.0, center="none", use_bias=False,
+                 max_iter=2).fit(small)
+
+
 # ---------------------------------------------------------------------- directions
 def _indefinite_point(problem):
     """A point near the saddle at 0, where H is indefinite and plain Newton ascends."""
@@ -337,8 +471,14 @@ def _convergence_evidence(history, floor=1e-15):
     NewtonMF(n_factors=1, regularization=0.05, center="none", use_bias=False, tol=1e-15,
              max_iter=40, random_state=0),
     NewtonCG(n_factors=1, regularization=0.05, center="none", use_bias=False, tol=1e-15,
+             forcing="quadratic", variable_projection=False, max_iter=60, random_state=0),
+    # the users' ridge solves at every point leave the gradient a round-off floor of
+    # about 1.5e-14 on this problem (its user block): the reduced method stops at 1e-13
+    NewtonCG(n_factors=1, regularization=0.05, center="none", use_bias=False, tol=1e-13,
              forcing="quadratic", max_iter=60, random_state=0),
-], ids=["NewtonMF", "NewtonCG"])
+    NewtonCG(n_factors=1, regularization=0.05, center="none", use_bias=False, tol=1e-13,
+             forcing="quadratic", warm_start_sweeps=3, max_iter=60, random_state=0),
+], ids=["NewtonMF", "NewtonCG", "NewtonCG-reduced", "NewtonCG-reduced-after-sweeps"])
 def test_local_quadratic_convergence_on_a_planted_problem(planted_rank1, model):
     rm, _ = planted_rank1
     model.fit(rm)
@@ -347,6 +487,8 @@ def test_local_quadratic_convergence_on_a_planted_problem(planted_rank1, model):
     # near the optimum the gradient norm squares: g_t+1 <= C g_t^2 with a fixed C
     assert tail[-1] < 1e-9 and constants.max() < 1e4 and order > 1.5, (tail, order)
     assert np.all(model.history_["step_size"][-3:] == 1.0)  # full Newton steps
+    if "warm_start" in model.history_:
+        assert np.all(model.history_["warm_start"][-3:] == 0)  # Newton, not the sweeps
 
 
 def test_half_newton_steps_converge_only_linearly(planted_rank1):
@@ -364,7 +506,9 @@ def test_half_newton_steps_converge_only_linearly(planted_rank1):
 @pytest.mark.parametrize("cls,params", [
     (NewtonMF, {}), (NewtonMF, {"hessian_modification": "cholesky_shift"}),
     (NewtonMF, {"hessian_modification": "modified_cholesky"}), (NewtonCG, {}),
-    (NewtonCG, {"preconditioner": "none"}), (LevenbergMarquardt, {}),
+    (NewtonCG, {"preconditioner": "none"}), (NewtonCG, {"variable_projection": False}),
+    (NewtonCG, {"variable_projection": False, "preconditioner": "none"}),
+    (NewtonCG, {"warm_start_sweeps": 4}), (LevenbergMarquardt, {}),
 ])
 def test_objective_never_rises_and_history_is_complete(small_low_rank, cls, params):
     rm, _ = small_low_rank
@@ -375,12 +519,42 @@ def test_objective_never_rises_and_history_is_complete(small_low_rank, cls, para
     for key in ("objective", "grad_norm", "step_size", "train_rmse"):
         assert key in h
     if cls is not NewtonMF:
-        assert "cg_iterations" in h and np.all(h["cg_iterations"] >= 1)
+        newton = h["warm_start"] == 0 if "warm_start" in h else np.ones(len(h), bool)
+        assert "cg_iterations" in h and np.all(h["cg_iterations"][newton] >= 1)
+        assert np.all(h["cg_iterations"][~newton] == 0)
     problem = factorization_problem(rm, 3, 0.5)
     x = problem.pack(model.user_factors_, model.item_factors_,
                      model.user_bias_, model.item_bias_)
     assert problem.cost(x)[0] == pytest.approx(h["objective"][-1], rel=1e-12)
     assert np.linalg.norm(problem.gradient(x)) == pytest.approx(h["grad_norm"][-1], rel=1e-9)
+
+
+def test_warm_start_sweeps_are_alss_epochs_on_the_clock(small_low_rank):
+    rm, _ = small_low_rank
+    sweeps = 3
+    model = NewtonCG(n_factors=3, regularization=0.5, warm_start_sweeps=sweeps,
+                     max_iter=sweeps + 2, random_state=0).fit(rm)
+    h = model.history_
+    np.testing.assert_array_equal(h["warm_start"], [1] * sweeps + [0, 0])
+    assert np.all(np.diff(h["objective"][:sweeps + 1]) < 0)
+    assert np.all(h["time"] > 0) and np.all(np.diff(h["time"]) > 0)
+    # the same ALS (f is ALS's "sum" objective / 2N): its first epoch's user half-step
+    # solves the random start's users, as the fit's first step does, then every sweep is
+    # an item and a user half-step
+    als = [ALS(n_factors=3, regularization=0.5, regularization_scale="sum", max_iter=n,
+               tol=0.0, random_state=0).fit(rm) for n in (sweeps, sweeps + 1)]
+    swept = NewtonCG(n_factors=3, regularization=0.5, warm_start_sweeps=sweeps,
+                     max_iter=sweeps, random_state=0).fit(rm)
+    np.testing.assert_allclose(swept.item_factors_, als[0].item_factors_, atol=1e-10)
+    np.testing.assert_allclose(swept.item_bias_, als[0].item_bias_, atol=1e-10)
+    np.testing.assert_allclose(swept.user_factors_, als[1].user_factors_, atol=1e-10)
+    np.testing.assert_allclose(swept.user_bias_, als[1].user_bias_, atol=1e-10)
+    # none of it happens before the clock starts: the initial state is the random point
+    state = NewtonCG(n_factors=3, regularization=0.5, warm_start_sweeps=sweeps,
+                     random_state=0)._init_state(rm)
+    users, _ = _index_sets(state.problem)
+    assert np.abs(state.gradient[users]).max() > 1e-3 * np.abs(state.gradient).max()
+    assert "reduced" not in state.extra
 
 
 def test_newton_recovers_a_planted_matrix():
@@ -510,6 +684,23 @@ def test_newton_cg_and_lm_run_on_all_of_ml100k_at_rank_10(ml100k):
         h = model.history_
         assert model.n_iter_ == 4 and np.all(np.diff(h["objective"]) < 0)
         assert np.all(h["cg_iterations"] >= 1)
+
+
+@pytest.mark.realdata
+def test_reduced_newton_cg_needs_fewer_products_on_ml100k(ml100k):
+    # the case of the benchmark's target (bias-centred, lambda 10, rank 10)
+    common = {"n_factors": 10, "regularization": 10.0, "bias_regularization": 5.0,
+              "center": "biases", "use_bias": False, "max_iter": 100, "tol": 1e-8,
+              "random_state": 0, "n_jobs": 1}
+    fits = {vp: NewtonCG(variable_projection=vp, **common).fit(ml100k) for vp in (False, True)}
+    for model in fits.values():
+        assert model.stop_reason_ == "converged"
+        assert model.history_["grad_norm"][-1] < 1e-8
+    products = {vp: m.history_["hessian_products"][-1] for vp, m in fits.items()}
+    assert products[True] < 0.7 * products[False], products
+    # both end at stationary points of the same f (the same value to 1e-9 here)
+    values = [m.history_["objective"][-1] for m in fits.values()]
+    assert values[0] == pytest.approx(values[1], rel=1e-9)
 
 
 @pytest.mark.realdata

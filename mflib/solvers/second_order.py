@@ -40,6 +40,7 @@ from ..validation import (
     BOOLEAN,
     NONE,
     NONNEGATIVE,
+    NONNEGATIVE_INT,
     POSITIVE,
     POSITIVE_INT,
     HasMethods,
@@ -189,6 +190,16 @@ class _SecondOrder(FactorizationEstimator):
         problem = state.problem
         res = self._line_search().search(problem.cost, _Euclidean, state.x, direction,
                                          state.value, slope, 1.0)
+        self._check_decrease(state, res)
+        state.move_to(res.point, res.value, res.payload,
+                      problem.gradient(res.point, res.payload))
+        e = state.residuals
+        return {"objective": state.value, "grad_norm": float(np.linalg.norm(state.gradient)),
+                "step_size": res.step, "evaluations": res.n_evaluations,
+                "train_rmse": float(np.sqrt(e @ e / problem.nnz))}
+
+    @staticmethod
+    def _check_decrease(state, res) -> None:
         if not res.value < state.value:
             # Armijo accepted a step whose decrease is below f's rounding (after
             # backtracking to a tiny step): stop rather than repeat it until max_iter
@@ -196,11 +207,16 @@ class _SecondOrder(FactorizationEstimator):
                 f"stalled: no decrease of f in floating point (Armijo step {res.step:.3g}, "
                 f"f={state.value:.17g}, gradient norm {np.linalg.norm(state.gradient):.3g}); "
                 "f is at its round-off floor or the direction is of no use")
-        state.move_to(res.point, res.value, res.payload,
-                      problem.gradient(res.point, res.payload))
-        e = state.residuals
+
+    def _move_to_point(self, state, point) -> dict:
+        """Moves the state to a point of the reduced problem (users solved exactly) and
+        returns the common metrics there."""
+        problem = state.problem
+        state.move_to(point.x, point.value, point.residuals,
+                      problem.gradient(point.x, point.residuals))
+        state.extra["point"] = point
+        e = point.residuals
         return {"objective": state.value, "grad_norm": float(np.linalg.norm(state.gradient)),
-                "step_size": res.step, "evaluations": res.n_evaluations,
                 "train_rmse": float(np.sqrt(e @ e / problem.nnz))}
 
     def _finalize(self, state):
@@ -336,18 +352,42 @@ class NewtonCG(_MatrixFree):
     Hessian-vector products: matrix-free, for problems of any size.
 
     Per iteration: preconditioned CG on ``H d = -g`` (products ``H v`` vectorised over
-    the ratings, :meth:`Curvature.hessian_vector`), stopped at the relative residual
-    ``forcing`` sets or at the first direction of non-positive curvature (then the CG
-    iterate so far, or ``-M^-1 g`` if it is the first: always a descent direction), and
-    an Armijo search from the unit step. With Eisenstat-Walker forcing the local
-    convergence is quadratic.
+    the ratings), stopped at the relative residual ``forcing`` sets or at the first
+    direction of non-positive curvature (then the CG iterate so far, or ``-M^-1 g`` if
+    it is the first: always a descent direction), and an Armijo search from the unit
+    step. With Eisenstat-Walker forcing the local convergence is quadratic.
+
+    With ``variable_projection`` (the default) Newton-CG runs on the reduced objective
+    ``g(Q, c) = min_{P, b} f(P, Q, b, c)``: every user's ``[b_u, p_u]`` is solved
+    exactly (ALS's user half-step) at every point the method visits, ``H`` is the Schur
+    complement ``H_QQ - H_QP H_PP^-1 H_PQ`` of the Hessian of f (matrix-free,
+    :class:`~mflib.solvers.factorization_problem.ReducedCurvature`) and the
+    preconditioner the item blocks of ``H_QQ``. The iterates are points of f with
+    ``grad_P f = 0``, so ``grad_norm`` (always the norm of the full gradient of f) is
+    that of g. Newton-CG on all of ``(P, Q, b, c)`` (``variable_projection=False``)
+    preconditions with the user and item blocks: its preconditioned Hessian
+    ``[[I, C], [C^T, I]]`` has eigenvalues ``1 +- sigma`` with the user-item coupling
+    ``sigma`` near 1 on rating data, the reduced one ``1 - sigma^2``, about a quarter of
+    the condition number; on ml-100k at rank 10 the reduced method needs about half the
+    products and a third fewer iterations.
+
+    ``warm_start_sweeps`` exact ALS sweeps (an item half-step then a user half-step, each
+    the minimiser of f over its block, so f never rises) come first, each one iteration
+    of the fit (``warm_start`` 1 in the history, its time on the fit's clock).
 
     Objective (see :mod:`mflib.solvers.second_order`):
     ``f = 1/(2N)[sum_Omega e_ui^2 + regularization (|P|^2 + |Q|^2)
     + bias_regularization (|b|^2 + |c|^2)]``.
 
     Parameters
-    ----------""" + COMMON_DOC + CG_DOC + """
+    ----------""" + COMMON_DOC + CG_DOC + """    variable_projection : bool, default True
+        Newton-CG on the item variables with the users solved exactly (above), or on all
+        variables. Needs positive-definite user systems: ``regularization > 0`` (and
+        ``bias_regularization > 0`` with biases), or every user with at least
+        ``n_factors + use_bias`` ratings.
+    warm_start_sweeps : int, default 0
+        Exact ALS sweeps before the first Newton step.
+
     Attributes
     ----------
     user_factors_, item_factors_ : ndarray of shape (n_users, k), (n_items, k)
@@ -355,13 +395,21 @@ class NewtonCG(_MatrixFree):
     history_ : History
         ``objective``, ``grad_norm``, ``step_size``, ``cg_iterations``,
         ``negative_curvature`` (1 when CG stopped at one), ``forcing``,
-        ``hessian_products`` (cumulative), ``train_rmse``.
+        ``hessian_products`` (cumulative), ``warm_start`` (1 for an ALS sweep),
+        ``train_rmse``.
     """
+
+    _parameter_constraints = {"variable_projection": [BOOLEAN],
+                              "warm_start_sweeps": [NONNEGATIVE_INT]}
+    # a sweep then Newton steps: the contract fits (and the warm-up fit that loads the
+    # compiled kernels before a fit's clock starts) go through both kinds of iteration
+    _contract_params = {**_MatrixFree._contract_params, "warm_start_sweeps": 1}
 
     def __init__(self, n_factors=10, regularization=0.1, bias_regularization=None,
                  center="mean", use_bias=True, forcing="eisenstat_walker", cg_max_iter=250,
-                 preconditioner="block_jacobi", init_std=0.1, line_search=None, max_iter=100,
-                 tol=1e-8, n_jobs=None, random_state=None, verbose=0, callbacks=None):
+                 preconditioner="block_jacobi", variable_projection=True, warm_start_sweeps=0,
+                 init_std=0.1, line_search=None, max_iter=100, tol=1e-8, n_jobs=None,
+                 random_state=None, verbose=0, callbacks=None):
         self.n_factors = n_factors
         self.regularization = regularization
         self.bias_regularization = bias_regularization
@@ -370,6 +418,8 @@ class NewtonCG(_MatrixFree):
         self.forcing = forcing
         self.cg_max_iter = cg_max_iter
         self.preconditioner = preconditioner
+        self.variable_projection = variable_projection
+        self.warm_start_sweeps = warm_start_sweeps
         self.init_std = init_std
         self.line_search = line_search
         self.max_iter = max_iter
@@ -382,14 +432,57 @@ class NewtonCG(_MatrixFree):
     def _step(self, state, train):
         if not np.any(state.gradient):
             return {"objective": state.value, "grad_norm": 0.0, "converged": True}
+        extra = state.extra
+        if extra.get("sweeps", 0) < self.warm_start_sweeps:
+            return self._sweep(state)
         eta = self._forcing(state)
-        curvature = state.problem.curvature(state.x, state.residuals)
-        cg = self._solve(state, curvature, curvature.hessian_vector, 0.0, eta)
-        state.extra["hessian_products"] += curvature.n_products
-        metrics = self._search_and_move(state, cg.direction, float(state.gradient @ cg.direction))
+        if self.variable_projection:
+            metrics, cg = self._reduced_newton_step(state, eta)
+        else:
+            curvature = state.problem.curvature(state.x, state.residuals)
+            cg = self._solve(state, curvature, curvature.hessian_vector, 0.0, eta)
+            extra["hessian_products"] += curvature.n_products
+            metrics = self._search_and_move(state, cg.direction,
+                                            float(state.gradient @ cg.direction))
         return {**metrics, "cg_iterations": cg.iterations,
                 "negative_curvature": int(cg.negative_curvature), "forcing": eta,
-                "hessian_products": state.extra["hessian_products"]}
+                "hessian_products": extra["hessian_products"], "warm_start": 0}
+
+    def _reduced(self, state):
+        """The reduced problem and its current point; the first call solves the users of
+        the current point (inside a step, so on the fit's clock)."""
+        extra = state.extra
+        if "reduced" not in extra:
+            extra["reduced"] = reduced = state.problem.reduced()
+            self._move_to_point(state, reduced.evaluate(reduced.item_part(state.x)))
+        return extra["reduced"], extra["point"]
+
+    def _sweep(self, state) -> dict:
+        """One exact ALS sweep: the items, then the users, each solved exactly."""
+        reduced, point = self._reduced(state)
+        before = state.value
+        metrics = self._move_to_point(state, reduced.evaluate(reduced.item_sweep(point.x)))
+        state.extra["sweeps"] = state.extra.get("sweeps", 0) + 1
+        if not state.value <= before:  # each half-step minimises f over its block
+            raise StopFit(f"stalled: an ALS sweep raised f from {before:.17g} to "
+                          f"{state.value:.17g}")
+        return {**metrics, "step_size": 1.0, "cg_iterations": 0, "negative_curvature": 0,
+                "hessian_products": state.extra["hessian_products"], "warm_start": 1}
+
+    def _reduced_newton_step(self, state, eta):
+        """Truncated CG on the reduced Hessian and an Armijo search on g."""
+        reduced, point = self._reduced(state)
+        curvature = reduced.curvature(point)
+        precondition = curvature.preconditioner() \
+            if self.preconditioner == "block_jacobi" else None
+        g = reduced.item_part(state.gradient)
+        cg = truncated_cg(curvature.hessian_vector, g, eta, self.cg_max_iter, precondition)
+        state.extra["hessian_products"] += curvature.n_products
+        res = self._line_search().search(reduced.cost, _Euclidean, point.y, cg.direction,
+                                         point.value, float(g @ cg.direction), 1.0)
+        self._check_decrease(state, res)
+        metrics = self._move_to_point(state, res.payload)
+        return {**metrics, "step_size": res.step, "evaluations": res.n_evaluations}, cg
 
 
 class LevenbergMarquardt(_MatrixFree):
