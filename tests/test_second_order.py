@@ -39,6 +39,7 @@ from mflib.solvers.second_order_study import (
     derivative_costs,
     diagnose_hand_built,
     first_reached,
+    reduced_hessian_eigenvalues,
 )
 
 SETTINGS = [  # (center, use_bias)
@@ -661,6 +662,31 @@ def test_derivative_costs_table(small_low_rank):
     parts = table.loc[["residuals and value", "gradient (from residuals)"],
                       "relative to a gradient"]
     assert parts.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+def test_reduced_hessian_eigenvalues_are_those_of_the_preconditioned_schur_complement(
+        small, use_bias):
+    problem = _problem(small, "mean", use_bias)
+    reduced = problem.reduced()
+    y = np.random.default_rng(17).normal(0.0, 0.5, reduced.n_variables)
+    point = reduced.evaluate(y)
+    H = problem.hessian(point.x, point.residuals)
+    users, items = _index_sets(problem)
+    schur = H[np.ix_(items, items)] - H[np.ix_(items, users)] @ np.linalg.solve(
+        H[np.ix_(users, users)], H[np.ix_(users, items)])
+    M = np.zeros_like(schur)  # the item blocks of H_QQ
+    k, n = problem.k, problem.n_items
+    for i in range(n):
+        idx = ([n * k + i] if use_bias else []) + list(range(i * k, i * k + k))
+        M[np.ix_(idx, idx)] = H[np.ix_(items, items)][np.ix_(idx, idx)]
+    L = np.linalg.cholesky(M)
+    dense = np.linalg.eigvalsh(np.linalg.solve(L, np.linalg.solve(L, schur).T))
+    low = reduced_hessian_eigenvalues(reduced, y, n=4, tol=1e-10)
+    high = reduced_hessian_eigenvalues(reduced, y, n=2, which="LA", tol=1e-10)
+    np.testing.assert_allclose(low, dense[:4], atol=1e-8)
+    np.testing.assert_allclose(high, dense[-2:], atol=1e-8)
+    assert dense[-1] <= 1 + 1e-12  # I - C^T C (H_PP is positive definite): nothing above 1
 
 
 def test_densest_block_and_first_reached(small_low_rank):

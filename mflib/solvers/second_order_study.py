@@ -257,12 +257,56 @@ def first_reached(models: dict, thresholds=(1e-4, 1e-8), key: str = "grad_norm"
     return pd.DataFrame(rows).set_index("model")
 
 
+def reduced_hessian_eigenvalues(reduced, y, n: int = 12, which: str = "SA",
+                                tol: float = 1e-5) -> np.ndarray:
+    """The ``n`` extreme eigenvalues (``which``: ``"SA"`` smallest, ``"LA"`` largest) of the
+    reduced Hessian of :class:`~mflib.solvers.factorization_problem.ReducedProblem`
+    ``reduced`` at the item variables ``y``, preconditioned symmetrically by the item
+    blocks ``M`` of ``H_QQ`` (the spectrum CG with that preconditioner sees:
+    ``L^-1 H L^-T`` with ``M = L L^T``), in ascending order.
+
+    With the preconditioned full Hessian ``[[I, C], [C^T, I]]`` these are ``1 - sigma^2``
+    for the singular values ``sigma`` of the user-item coupling ``C``; the rotations
+    ``Q O`` (``f`` is unchanged by ``P O, Q O`` for orthogonal ``O``) give
+    ``k (k - 1) / 2`` eigenvalues of order ``|grad f|``, zero at a stationary point.
+    Lanczos (ARPACK, relative tolerance ``tol``) on matrix-free products."""
+    import scipy.sparse.linalg as spla  # noqa: PLC0415
+
+    problem = reduced.problem
+    point = reduced.evaluate(y)
+    curvature = reduced.curvature(point)
+    _, items = problem.curvature(point.x, point.residuals).block_diagonal()
+    L = np.linalg.cholesky(items)
+    Lt = np.swapaxes(L, 1, 2)
+
+    def blocks(v):  # reduced vector -> per-item [c_i, q_i] rows
+        Q, c = reduced.split(v)
+        return Q if c is None else np.column_stack([c, Q])
+
+    def vector(rows):
+        if not problem.use_bias:
+            return rows.ravel()
+        return np.concatenate([rows[:, 1:].ravel(), rows[:, 0]])
+
+    def solve(F, v):
+        return vector(np.linalg.solve(F, blocks(v)[:, :, None])[:, :, 0])
+
+    operator = spla.LinearOperator(
+        (reduced.n_variables, reduced.n_variables), dtype=np.float64,
+        matvec=lambda v: solve(L, curvature.hessian_vector(solve(Lt, np.ravel(v)))))
+    values = spla.eigsh(operator, k=n, which=which, tol=tol, return_eigenvectors=False,
+                        v0=np.ones(reduced.n_variables))
+    return np.sort(values)
+
+
 def derivative_costs(train, n_factors: int = 10, regularization: float = 0.1, *,
                      use_bias: bool = True, repeats: int = 5, random_state=0,
                      dense: bool | None = None, n_jobs=None) -> pd.DataFrame:
     """Measured seconds (median of ``repeats``) of the operations the methods are built
     from, at a random point of f on ``train``: residuals + value, gradient, one Hessian-
-    and one Gauss-Newton-vector product, the block-Jacobi set-up, one ALS epoch, and (when
+    and one Gauss-Newton-vector product, the block-Jacobi set-up, the reduced problem's
+    value (users solved), Hessian-vector product and preconditioner set-up (at that
+    point's items), one ALS epoch, and (when
     ``dense`` or, by default, when ``d <= 2000``) the dense Hessian and its
     eigendecomposition, under the execution policy of ``n_jobs`` (as a fit would run them).
     Returns a DataFrame with ``seconds`` and ``relative to a gradient`` (residuals and
@@ -287,12 +331,19 @@ def _operation_seconds(train, n_factors, regularization, use_bias, repeats, rand
     v = rng.normal(size=problem.n_variables)
     e = problem.residuals(x)
     curvature = problem.curvature(x, e)
+    reduced = problem.reduced()
+    point = reduced.evaluate(reduced.item_part(x))
+    reduced_curvature = reduced.curvature(point)
+    w = reduced.item_part(v)
     operations = {
         "residuals and value": lambda: problem.cost(x),
         "gradient (from residuals)": lambda: problem.gradient(x, e),
         "Hessian-vector product": lambda: curvature.hessian_vector(v),
         "Gauss-Newton-vector product": lambda: curvature.gauss_newton_vector(v),
         "block-Jacobi preconditioner set-up": lambda: curvature.preconditioner(0.0),
+        "reduced: value with the users solved": lambda: reduced.evaluate(point.y),
+        "reduced: Hessian-vector product": lambda: reduced_curvature.hessian_vector(w),
+        "reduced: item-block preconditioner set-up": reduced_curvature.preconditioner,
     }
     if dense or (dense is None and problem.n_variables <= 2000):
         operations["dense Hessian"] = lambda: problem.hessian(x, e)
@@ -325,6 +376,7 @@ __all__ = [
     "original_shift_direction",
     "MonitoredALS",
     "densest_block",
+    "reduced_hessian_eigenvalues",
     "derivative_costs",
     "first_reached",
 ]
