@@ -94,8 +94,14 @@ class ALS(FactorizationEstimator):
     ----------
     n_factors : int, default 10
         Rank ``k``.
-    regularization : float, default 0.1
-        ``lambda`` on the factors.
+    regularization : float, default 15.0
+        ``lambda`` on the factors. In the default ``"sum"`` convention ``lambda`` is the
+        ratio of the noise variance to the prior variance of a factor, a property of the
+        rating scale rather than of the data size (each row's data term grows with its
+        count on its own). 15 was chosen on 10% validation parts of ml-100k u1.base and
+        of the Netflix course training set (ranks 10-50, lambda 5-30, 25 epochs): it was
+        within 0.003 of the best on both (validation RMSE 0.918 and 0.935 against the
+        bias baseline's 0.944 and 0.943), where the former default 0.1 overfits badly.
     bias_regularization : float or None, default None
         ``lambda`` on the biases in place of ``regularization`` (None: the same value),
         under the same convention.
@@ -146,7 +152,7 @@ class ALS(FactorizationEstimator):
     }
     _contract_params = {"n_factors": 3, "max_iter": 3}
 
-    def __init__(self, n_factors=10, regularization=0.1, bias_regularization=None,
+    def __init__(self, n_factors=10, regularization=15.0, bias_regularization=None,
                  regularization_scale="sum",
                  use_bias=True, max_iter=15, tol=1e-6, solver="cholesky", cg_steps=3,
                  init_std=0.1, dtype="float64", n_jobs=None, random_state=None, verbose=0,

@@ -78,7 +78,7 @@ class DANE(GrassmannEstimator):
     _parameter_constraints = {"n_workers": [POSITIVE_INT], "proximity": [NONNEGATIVE],
                               "local_steps": [POSITIVE_INT]}
 
-    def __init__(self, n_factors=10, regularization=1e-4, bias_regularization=10.0,
+    def __init__(self, n_factors=3, regularization=0.3, bias_regularization=10.0,
                  center="biases", init="random", retraction="qr", n_workers=4, proximity=0.01,
                  local_steps=5, line_search=None, max_iter=30, tol=1e-7, n_jobs=None,
                  random_state=None, verbose=0, callbacks=None):
