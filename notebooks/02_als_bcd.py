@@ -85,15 +85,16 @@ common = dict(max_iter=max_iter, random_state=random_state)
 course_models = {
     f"LassoMF λ={lasso_regularization:g} K={lasso_n_factors}": LassoMF(
         regularization=lasso_regularization, n_factors=lasso_n_factors,
-        regularization_scale="sklearn", **common),
+        regularization_scale="sklearn", center="none", **common),
     f"LassoMF λ={lasso_sparse_regularization:g} K={lasso_sparse_n_factors}": LassoMF(
         regularization=lasso_sparse_regularization, n_factors=lasso_sparse_n_factors,
-        regularization_scale="sklearn", **common),
+        regularization_scale="sklearn", center="none", **common),
     f"LassoMF λ={lasso_regularization:g} K={lasso_n_factors} (SPEC formula)": LassoMF(
         regularization=lasso_regularization, n_factors=lasso_n_factors,
-        regularization_scale="course", **common),
+        regularization_scale="course", center="none", **common),
     f"BiasedBCD λ={bcd_regularization:g} K={bcd_n_factors}": BiasedBCD(
-        regularization=bcd_regularization, n_factors=bcd_n_factors, **common),
+        regularization=bcd_regularization, n_factors=bcd_n_factors, bias_regularization=0.0,
+        **common),
     f"ALS λ={als_course_regularization:g} K={als_course_n_factors}": ALS(
         regularization=als_course_regularization, n_factors=als_course_n_factors,
         regularization_scale="course", use_bias=False, **common),

@@ -75,7 +75,8 @@ common = dict(n_factors=n_factors, regularization=regularization, max_iter=max_i
               random_state=random_state)
 models = {
     "SGD": SGD(learning_rate=sgd_learning_rate, **common),
-    "SVRG": SVRG(learning_rate=svrg_learning_rate, batch_size=svrg_batch_size, **common),
+    "SVRG": SVRG(learning_rate=svrg_learning_rate, batch_size=svrg_batch_size,
+                 schedule="exponential", **common),
 }
 scores = compare(models, split, history=("grad_norm",))
 scores
@@ -104,7 +105,7 @@ sgd_rates = sweep(SGD(**common), {"learning_rate": sgd_learning_rates}, split)
 sgd_rates
 
 # %%
-svrg_rates = sweep(SVRG(batch_size=svrg_batch_size, **common),
+svrg_rates = sweep(SVRG(batch_size=svrg_batch_size, schedule="exponential", **common),
                    {"learning_rate": svrg_learning_rates}, split)
 svrg_rates
 
