@@ -165,6 +165,10 @@ def test_fold_summary_and_paired_comparison_match_direct_computations():
                              "test_mae": 5.0}])
     summary = fold_summary(table, splits=folds)
     assert list(summary.index) == ["a", "c", "b"]  # sorted by mean RMSE
+    named = table.assign(split="data/" + table["split"])  # as load_splits names them
+    pd.testing.assert_frame_equal(fold_summary(named, dataset="data"),
+                                  fold_summary(named, splits=["data/" + f for f in folds]))
+    assert fold_summary(named, dataset="data").loc["a", "n_splits"] == 5
     for m, s in scores.items():
         assert summary.loc[m, "test_rmse_mean"] == pytest.approx(s.mean())
         assert summary.loc[m, "test_rmse_std"] == pytest.approx(s.std(ddof=1))
