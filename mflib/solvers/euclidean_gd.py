@@ -62,7 +62,8 @@ class EuclideanGD(GrassmannEstimator):
         Chosen with ``n_factors`` on 10% validation parts of ml-100k u1.base and of the
         Netflix course training set (lam 1e-3-20, ranks 3 and 10, 200 iterations): rank 3
         with lam 10 reached validation RMSE 0.925 and 0.937 against the bias baseline's
-        0.944 and 0.943; lam 1e-4 (the former default) overfits both (1.13 and 1.27).
+        0.944 and 0.943; the former defaults (rank 10, lam 1e-4) overfit both (1.17 and
+        1.45).
 """) + """    line_search : ArmijoLineSearch, optional
     """
 

@@ -238,7 +238,8 @@ COMMON_DOC = """
         course training set (RGD, ranks 1-10, lam 0.001-3): rank 3 with lam 0.3 was the
         one setting among the best on both (validation RMSE 0.925 and 0.934 against the
         bias baseline's 0.944 and 0.943), where rank 10 overfits the sparser Netflix set
-        (0.943) and lam 1e-4 (the former default) overfits both (1.03 and 1.12).
+        (0.943) and the former defaults (rank 10, lam 1e-4) overfit both (1.27 and
+        1.44).
     regularization : float, default 0.3
         ``lam``, the ridge penalty ``lam |w_u|^2`` of every user's solve (scaled like the
         data term, see :mod:`mflib.solvers.riemannian.completion`). As U is orthonormal,
