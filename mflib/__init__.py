@@ -27,6 +27,7 @@ from .solvers.euclidean_gd import EuclideanGD
 from .solvers.hybrid import Hybrid
 from .solvers.lasso_mf import LassoMF
 from .solvers.riemannian import DANE, RAGD, RGD, RSARAH, RSPIDER, RSVRG, Catalyst
+from .solvers.second_order import LevenbergMarquardt, NewtonCG, NewtonMF
 from .solvers.sgd import SGD, SVRG
 from .solvers.soft_impute import SoftImpute, soft_impute_path
 from .solvers.soft_impute_als import SoftImputeALS
@@ -58,7 +59,10 @@ __all__ = [
     "Hybrid",
     "ItemMean",
     "LassoMF",
+    "LevenbergMarquardt",
     "LogMetrics",
+    "NewtonCG",
+    "NewtonMF",
     "Popularity",
     "RatingMatrix",
     "RAGD",

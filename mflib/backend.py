@@ -1,7 +1,14 @@
-"""Array backends: NumPy on the CPU, CuPy on a CUDA GPU, chosen by ``device=``."""
+"""Array backends: NumPy on the CPU, CuPy on a CUDA GPU, chosen by ``device=``.
+
+This module is the only place that picks the array module. GPU code paths are written
+against it (``xp``) so that their logic also runs with NumPy: :func:`emulated_gpu` makes
+``device="gpu"`` resolve to NumPy, which is how the tests exercise the GPU paths on a
+machine without one (the ``gpu``-marked tests run the same checks on CuPy).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
@@ -28,9 +35,24 @@ def _cupy_status() -> tuple[object | None, str]:
     return cupy, ""
 
 
+_emulation = {"on": False}
+
+
+@contextlib.contextmanager
+def emulated_gpu():
+    """Within the block, ``device="gpu"`` runs the GPU code paths with NumPy as the array
+    module (for tests on machines without a GPU; nothing is faster)."""
+    before = _emulation["on"]
+    _emulation["on"] = True
+    try:
+        yield
+    finally:
+        _emulation["on"] = before
+
+
 def gpu_available() -> bool:
-    """True when CuPy imports and at least one CUDA device is visible."""
-    return _cupy_status()[0] is not None
+    """True when CuPy imports and at least one CUDA device is visible (or emulated)."""
+    return _emulation["on"] or _cupy_status()[0] is not None
 
 
 def gpu_unavailable_reason() -> str:
@@ -61,7 +83,7 @@ def resolve_device(device: str, supported=("cpu", "gpu"), owner: str = "") -> st
 
 def get_namespace(device: str):
     """The array module (numpy or cupy) for a resolved device name."""
-    if resolve_device(device) == "gpu":
+    if resolve_device(device) == "gpu" and not _emulation["on"]:
         return _cupy_status()[0]
     return np
 

@@ -171,6 +171,9 @@ class FactorizationEstimator(BaseEstimator):
     }
     #: devices this estimator has a path for (``device="gpu"`` is refused otherwise)
     _devices: tuple = ("cpu",)
+    #: "shards": fits across MPI ranks and on per-rank shards of the data; "whole": across
+    #: ranks, each holding all the data; None: no MPI path (every rank fits alone)
+    _mpi: str | None = None
     #: small settings under which the shared contract tests run this estimator quickly
     _contract_params: dict = {}
     #: metric the tolerance test watches
@@ -303,6 +306,19 @@ class FactorizationEstimator(BaseEstimator):
         self._train_index = train.take(np.arange(0))  # the id maps, without the ratings
         self.user_ids_ = train.user_ids
         self.item_ids_ = train.item_ids
+        comm = execution.current().comm
+        if (train.provenance or {}).get("shard"):
+            if comm is None or self._mpi != "shards":
+                raise ValueError(
+                    f"{type(self).__name__} cannot fit one rank's shard of the ratings "
+                    + ("outside a communicator (use mflib.config_context(comm=...))"
+                       if comm is None else "(it has no sharded MPI path; ALS has)")
+                    + "; load the whole training data on every rank instead")
+            from .distributed.comm import Exchange  # noqa: PLC0415  (needs mpi4py)
+            from .distributed.training import remember_shard  # noqa: PLC0415
+
+            remember_shard(self, train, Exchange(comm))
+            return
         self.user_counts_ = train.user_counts()
         self.item_counts_ = train.item_counts()
         self.rating_scale_ = (float(train.ratings.min()), float(train.ratings.max()))

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -254,6 +255,14 @@ def cmd_fit(args) -> int:
             raise CLIError(f"--param {key} is given twice ({params[key]!r} and {value!r})")
         params[key] = value
     model = make_estimator(args.model, **params)
+    from .distributed.comm import world  # noqa: PLC0415
+
+    comm = world()
+    if comm is not None:  # started by mpiexec: the same fit, across the ranks
+        return _fit_distributed(args, model, comm, save)
+    if args.shard:
+        raise CLIError("--shard reads one shard per MPI rank: start the command with "
+                       "`mpiexec -n P python -m mflib fit ...`")
     split = _split(args)
     print(split)
     eval_set = split.validation if split.validation is not None else None
@@ -263,6 +272,64 @@ def cmd_fit(args) -> int:
     if save is not None:
         print("saved to", model.save(save, include_seen=args.include_seen))
     return 0
+
+
+def _fit_distributed(args, model, comm, save) -> int:
+    """``fit`` under ``mpiexec``: every rank fits the same estimator under the communicator
+    (each holding all the data, or with ``--shard`` only its shard of a predefined split);
+    only rank 0 prints and writes; a failing rank ends every rank."""
+    from .distributed.comm import Exchange, abort_on_error  # noqa: PLC0415
+    from .distributed.shard import memory_per_rank, read_split_shard  # noqa: PLC0415
+    from .execution import config_context  # noqa: PLC0415
+
+    ex = Exchange(comm)
+    root = ex.rank == 0
+    with abort_on_error(comm):
+        if args.shard:
+            if args.split not in get_dataset(args.dataset).splits:
+                raise CLIError(f"--shard reads the files of a predefined split; {args.dataset} "
+                               f"has {', '.join(get_dataset(args.dataset).splits) or 'none'}")
+            split = read_split_shard(args.dataset, args.split, exchange=ex)
+        else:
+            split = _split(args)
+        if args.shard and model._mpi != "shards":
+            raise CLIError(f"--shard: {type(model).__name__} cannot fit per-rank shards (ALS "
+                           "can); drop --shard to give every rank all the data")
+        how = {"shards": "", "whole": "", None: "; it has no MPI path, so every rank fits "
+               "the whole model alone"}[model._mpi]
+        if args.shard:
+            sizes = ex.allreduce_sum(np.array([split.train.nnz, split.test.nnz], dtype=float))
+            where = (f"{args.dataset}:{args.split}: train={int(sizes[0])}, "
+                     f"test={int(sizes[1])} ratings, each of {ex.size} MPI ranks reading "
+                     "only its shard")
+        else:
+            where = f"{split} on {ex.size} MPI ranks"
+        if root:
+            print(where + how)
+        with config_context(comm=comm):
+            model.fit(split.train, eval_set=None if args.shard else split.validation)
+        scores = _evaluate_distributed(model, split, ex) if args.shard else \
+            _evaluate(model, split, args.k)
+        memory = memory_per_rank(ex)
+        if root:
+            print(f"{type(model).__name__}: {model.n_iter_} iteration(s), stopped: "
+                  f"{model.stop_reason_}")
+            _show(scores)
+            print("peak memory per rank (MB): " + ", ".join(f"{m:.0f}" for m in memory))
+            if save is not None:
+                print("saved to", model.save(save, include_seen=False))
+    return 0
+
+
+def _evaluate_distributed(model, split, ex) -> pd.DataFrame:
+    """RMSE and MAE of a test part spread over the ranks (sums all-reduced); ranking
+    metrics need each user's whole test row and are not computed for shards."""
+    pred, known = model.predict(split.test, return_known=True)
+    err = pred - split.test.ratings
+    sse, sae, n, n_known = ex.allreduce_sum(np.array([err @ err, np.abs(err).sum(), len(err),
+                                                      known.sum()], dtype=float))
+    return pd.Series({"test_rmse": np.sqrt(sse / n), "test_mae": sae / n,
+                      "fallback_fraction": 1 - n_known / n}).to_frame(type(model).__name__)
 
 
 def cmd_evaluate(args) -> int:
@@ -377,6 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--param", action="append", type=_param, metavar="KEY=VALUE",
                    help="estimator parameter (repeatable), a YAML 1.2 value, e.g. "
                         "--param n_factors=20 --param learning_rate=1e-3")
+    f.add_argument("--shard", action="store_true",
+                   help="under mpiexec: each rank reads only its shard of a predefined split "
+                        "(for data too big for one process; models with MPI support: ALS)")
     f.add_argument("--save", help="write the fitted model to this file (its folder must "
                                   "exist); arrays and JSON in one .npz, no pickle")
     f.add_argument("--include-seen", action="store_true",

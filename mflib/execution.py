@@ -92,6 +92,22 @@ class ExecutionPolicy:
         return self.size > 1
 
 
+def exchange():
+    """The :class:`mflib.distributed.Exchange` of the current fit's communicator (one per
+    fit, so its ``bytes_sent`` counts the fit's communication); None without one."""
+    policy = _current.get()
+    if policy is None or policy.comm is None:
+        return None
+    if id(policy) not in _exchanges:
+        from .distributed.comm import Exchange  # noqa: PLC0415  (mpi4py is optional)
+
+        _exchanges[id(policy)] = (policy, Exchange(policy.comm))
+    return _exchanges[id(policy)][1]
+
+
+_exchanges: dict = {}  # id(policy) -> (policy, its Exchange), while the fit runs
+
+
 def max_threads() -> int:
     """The threads numba was started with (``NUMBA_NUM_THREADS``)."""
     return int(numba.config.NUMBA_NUM_THREADS)
@@ -201,12 +217,19 @@ def use_policy(policy: ExecutionPolicy):
     token = _current.set(policy)
     try:
         with numba_threads(policy.n_jobs), contextlib.ExitStack() as stack:
+            if policy.comm is not None and policy.comm.Get_size() > 1:
+                # a rank that fails mid-fit ends every rank (MPI_Abort with its message)
+                # instead of leaving the others waiting in a collective forever
+                from .distributed.comm import abort_on_error  # noqa: PLC0415
+
+                stack.enter_context(abort_on_error(policy.comm))
             if policy.blas_threads:
                 stack.enter_context(_blas_controller().limit(limits=policy.blas_threads,
                                                              user_api="blas"))
             yield policy
     finally:
         _current.reset(token)
+        _exchanges.pop(id(policy), None)
 
 
 def fit_context(estimator):

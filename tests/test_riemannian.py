@@ -440,7 +440,7 @@ def test_more_optimisers_recover_planted_low_rank(planted, cls, params):
     (RSVRG, {"learning_rate": "bb", "bb_scale": 0.0}, "bb_scale must be None or a real number > 0"),
     (RSVRG, {"momentum": 1.0}, r"momentum must be a real number in \[0, 1\); got 1.0"),
     (Catalyst, {"inner_solver": "adam"}, "'adam'"),
-    (DANE, {"n_workers": 0}, "n_workers must be an integer >= 1; got 0"),
+    (DANE, {"n_workers": 0}, "n_workers must be None or an integer >= 1; got 0"),
     (RAGD, {"strong_convexity": 0.0}, "strong_convexity must be a real number > 0; got 0.0"),
     (RGD, {"n_factors": 80}, "n_factors=80 exceeds the number of items"),
 ])

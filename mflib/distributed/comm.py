@@ -111,3 +111,4 @@ def abort_on_error(comm):
         traceback.print_exc(file=sys.stderr)
         sys.stderr.flush()
         comm.Abort(1)
+        raise  # MPI_Abort may return before the kill arrives: never carry on as if fine

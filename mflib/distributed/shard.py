@@ -143,6 +143,8 @@ def read_shard(name: str, files=None, *, exchange: Exchange, verify: bool = True
                          np.searchsorted(item_ids, items).astype(np.int32), ratings,
                          user_ids, item_ids, name=f"{name} shard {exchange.rank}")
     shard._cache["file_of_row"] = np.concatenate(file_of_row)
+    shard.provenance = {"dataset": name, "files": list(files),
+                        "shard": {"rank": exchange.rank, "size": exchange.size}}
     return shard
 
 
@@ -158,7 +160,10 @@ def read_split_shard(name: str, split: str, *, exchange: Exchange, verify: bool 
                        f"{', '.join(ds.splits) or 'none'}")
     both = read_shard(name, ds.splits[split], exchange=exchange, verify=verify)
     in_test = both._cache["file_of_row"] == 1
-    return Split(both.take(~in_test), both.take(in_test), method=f"{name}:{split} shard")
+    train, test = both.take(~in_test), both.take(in_test)
+    for part, which in ((train, "train"), (test, "test")):
+        part.provenance = {**both.provenance, "split": split, "part": which}
+    return Split(train, test, method=f"{name}:{split} shard")
 
 
 def _checked(chunk: pd.DataFrame, fmt: RatingFile, ds, where: str, rows: np.ndarray,

@@ -27,12 +27,14 @@ MAX_ELEMENTS = 1 << 26
 
 
 class BucketPlan:
-    """Rows grouped by padded length, with the gather indices of each batch (host arrays,
-    computed once per CSR structure and reused every half-step)."""
+    """Rows grouped by padded length, with the gather indices of each batch (computed
+    once per CSR structure on the host; copied to the device once, on first use, and
+    reused every half-step)."""
 
     def __init__(self, indptr: np.ndarray, k: int, max_elements: int = MAX_ELEMENTS):
         counts = np.diff(indptr)
         self.n_rows = len(counts)
+        self._on_device = {}
         self.batches = []  # (rows, positions (n_b, L) into the CSR arrays, mask (n_b, L))
         nonempty = np.flatnonzero(counts > 0)
         if nonempty.size == 0:
@@ -47,6 +49,16 @@ class BucketPlan:
                 pos = indptr[r][:, None] + offsets[None, :]
                 mask = offsets[None, :] < counts[r][:, None]
                 self.batches.append((r, np.where(mask, pos, 0), mask))
+
+    def on_device(self, xp, indices: np.ndarray) -> list:
+        """Each batch as device arrays ``(rows, rows_d, pos_d, mask_d, cols_d)``, where
+        ``cols`` are the column indices (``indices[pos]``); cached per array module."""
+        key = (xp.__name__, id(indices))
+        if key not in self._on_device:
+            self._on_device = {key: [(rows, xp.asarray(rows), xp.asarray(pos), xp.asarray(mask),
+                                      xp.asarray(indices[pos]))
+                                     for rows, pos, mask in self.batches]}
+        return self._on_device[key]
 
 
 def ridge_rows_xp(xp, plan: BucketPlan, indices, values, Y, reg, *, weights=None,
@@ -88,12 +100,10 @@ def ridge_rows_xp(xp, plan: BucketPlan, indices, values, Y, reg, *, weights=None
     row_sse = np.zeros(plan.n_rows)
     if plan.n_rows:
         out[...] = 0
-    for rows, pos, mask in plan.batches:
-        mask_d = xp.asarray(mask)
-        cols = xp.asarray(indices[pos])
-        v = xp.where(mask_d, values[xp.asarray(pos)], 0).astype(dtype)
+    for rows, rows_d, pos_d, mask_d, cols in plan.on_device(xp, indices):
+        v = xp.where(mask_d, values[pos_d], 0).astype(dtype)
         w = mask_d.astype(dtype) if weights is None else \
-            xp.where(mask_d, weights[xp.asarray(pos)], 0).astype(dtype)
+            xp.where(mask_d, weights[pos_d], 0).astype(dtype)
         G = Y[cols]                                    # (n_b, L, k); padding rows are Y[0]...
         G = G * mask_d[:, :, None].astype(dtype)       # ...zeroed here
         GW = G * w[:, :, None]
@@ -106,9 +116,9 @@ def ridge_rows_xp(xp, plan: BucketPlan, indices, values, Y, reg, *, weights=None
             # a draw from N(x, A^-1 / precision): with A = L L^T, L^-T z has covariance A^-1
             # (batched solves: neither NumPy nor CuPy has a batched triangular solve)
             chol = xp.linalg.cholesky(A)
-            z = normals[xp.asarray(rows)][:, :, None] / np.sqrt(precision)
+            z = normals[rows_d][:, :, None] / np.sqrt(precision)
             x = x + xp.linalg.solve(xp.swapaxes(chol, 1, 2), z)[:, :, 0]
-        out[xp.asarray(rows)] = x
+        out[rows_d] = x
         resid = v - xp.matmul(G, x[:, :, None])[:, :, 0]
         row_sse[rows] = _to_host(xp.sum(w * resid * resid, axis=1))
     return out, row_sse
@@ -117,3 +127,50 @@ def ridge_rows_xp(xp, plan: BucketPlan, indices, values, Y, reg, *, weights=None
 def _to_host(array):
     get = getattr(array, "get", None)
     return get() if callable(get) else np.asarray(array)
+
+
+def sample_rows_xp(xp, plan: BucketPlan, indices, ratings, F, alpha, prior_precision,
+                   prior_shift, normals, *, offset=0.0, column_offset=None,
+                   residual_mean=None, weight=0.0):
+    """The Gibbs draws of :func:`mflib.kernels.gibbs.sample_rows` on ``xp``'s device.
+
+    Every row's vector is drawn from ``N(A^-1 (shift + alpha F_J^T v), A^-1)`` with
+    ``A = prior_precision + alpha F_J^T F_J`` and ``v = ratings - offset -
+    column_offset[j]``; ``normals`` (n_rows, d) are the caller's standard normals. The
+    same returns as the numba kernel: draws (rows without data: 0), each row's squared
+    residuals at its draw and, with ``residual_mean`` (nnz,), the running mean of the
+    residuals updated with ``weight`` and its row sums of squares. Arrays are on the
+    device except ``indices`` and the returned sums (host).
+    """
+    d = F.shape[1]
+    dtype = F.dtype
+    Lambda = xp.asarray(prior_precision, dtype=dtype)
+    shift = xp.asarray(prior_shift, dtype=dtype)
+    z_all = xp.asarray(normals, dtype=dtype)
+    out = xp.zeros((plan.n_rows, d), dtype=dtype)
+    sse = np.zeros(plan.n_rows)
+    averaging = residual_mean is not None
+    mean_out = xp.array(residual_mean, dtype=dtype, copy=True) if averaging else None
+    mean_sse = np.zeros(plan.n_rows) if averaging else None
+    for rows, rows_d, pos_d, mask_d, cols in plan.on_device(xp, indices):
+        m = mask_d.astype(dtype)
+        v = ratings[pos_d] - offset
+        if column_offset is not None:
+            v = v - column_offset[cols]
+        v = v * m
+        G = F[cols] * m[:, :, None]
+        Gt = xp.swapaxes(G, 1, 2)
+        A = alpha * xp.matmul(Gt, G) + Lambda[None]
+        b = alpha * xp.matmul(Gt, v[:, :, None]) + shift[None, :, None]
+        chol = xp.linalg.cholesky(A)
+        x = xp.linalg.solve(A, b)[:, :, 0] + \
+            xp.linalg.solve(xp.swapaxes(chol, 1, 2), z_all[rows_d][:, :, None])[:, :, 0]
+        out[rows_d] = x
+        e = (v - xp.matmul(G, x[:, :, None])[:, :, 0]) * m
+        sse[rows] = _to_host(xp.sum(e * e, axis=1))
+        if averaging:
+            before = residual_mean[pos_d]
+            avg = (before + weight * (e - before)) * m
+            mean_out[pos_d[mask_d]] = avg[mask_d]
+            mean_sse[rows] = _to_host(xp.sum(avg * avg, axis=1))
+    return out, sse, mean_out, mean_sse

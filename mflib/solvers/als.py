@@ -34,10 +34,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import execution
+from ..backend import to_numpy
 from ..base import FactorizationEstimator, FactorState
 from ..data.layout import training_layout
+from ..distributed.training import global_mean
 from ..fitting import StopFit
 from ..kernels.ridge import SOLVERS, ridge_rows
+from ..kernels.ridge_xp import BucketPlan, ridge_rows_xp
 from ..validation import (
     BOOLEAN,
     DTYPE,
@@ -125,6 +129,10 @@ class ALS(FactorizationEstimator):
     n_jobs : int or None, default None
         numba threads for the row solves (None or -1: all). Rows are independent, so
         every value gives the same factors.
+    device : {"cpu", "gpu", "auto"}, default "cpu"
+        "gpu": the rows are solved on the GPU (CuPy), bucketed by length and solved by
+        batched products and batched exact solves (:mod:`mflib.kernels.ridge_xp`;
+        ``solver`` does not apply there); the fitted attributes are NumPy arrays.
     random_state : int, Generator or None
     verbose : int, default 0
         Show a progress bar.
@@ -152,12 +160,14 @@ class ALS(FactorizationEstimator):
         "dtype": [DTYPE],
     }
     _contract_params = {"n_factors": 3, "max_iter": 3}
+    _mpi = "shards"
+    _devices = ("cpu", "gpu")
 
     def __init__(self, n_factors=10, regularization=15.0, bias_regularization=None,
                  regularization_scale="sum",
                  use_bias=True, max_iter=15, tol=1e-6, solver="cholesky", cg_steps=3,
-                 init_std=0.1, dtype="float64", n_jobs=None, random_state=None, verbose=0,
-                 callbacks=None):
+                 init_std=0.1, dtype="float64", n_jobs=None, device="cpu", random_state=None,
+                 verbose=0, callbacks=None):
         self.n_factors = n_factors
         self.regularization = regularization
         self.bias_regularization = bias_regularization
@@ -170,6 +180,7 @@ class ALS(FactorizationEstimator):
         self.init_std = init_std
         self.dtype = dtype
         self.n_jobs = n_jobs
+        self.device = device
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
@@ -179,10 +190,20 @@ class ALS(FactorizationEstimator):
         dtype = np.dtype(self.dtype)
         rng = check_random_state(self.random_state)
         k = self.n_factors
-        layout = training_layout(train)
+        exchange = execution.exchange()
+        if exchange is None:
+            layout = training_layout(train)
+        else:  # this rank's users and items (mflib.distributed): same rows, same solves
+            from ..distributed.layout import DistributedLayout  # noqa: PLC0415
+            from ..distributed.training import is_shard  # noqa: PLC0415
+
+            build = DistributedLayout.from_shard if is_shard(train) else \
+                DistributedLayout.from_full
+            layout = build(train, exchange)
+        self._exchange = exchange
         P, Q = initial_factors(rng, train.n_users, train.n_items, k, self.init_std, dtype)
         state = ALSState(
-            global_mean=float(train.ratings.mean()) if self.use_bias else 0.0,
+            global_mean=global_mean(train, exchange) if self.use_bias else 0.0,
             user_bias=np.zeros(train.n_users, dtype) if self.use_bias else None,
             item_bias=np.zeros(train.n_items, dtype) if self.use_bias else None,
             user_factors=P,
@@ -197,7 +218,19 @@ class ALS(FactorizationEstimator):
         # per-coordinate penalties: [bias, factors...]
         lam, lam_b = self._lambdas()
         self._coordinate_reg = np.array(([lam_b] if self.use_bias else []) + [lam] * k)
+        self._gpu = None
+        if execution.current().device == "gpu":
+            if exchange is not None:
+                raise ValueError("ALS: device='gpu' under MPI is not supported; use one GPU "
+                                 "process, or the CPU across ranks")
+            self._gpu = _GPUSides(layout, execution.current().xp, dtype, k + self.use_bias)
+            state = self._gpu.to_device(state)
         return state
+
+    def _finalize(self, state) -> None:
+        super()._finalize(state)
+        self.__dict__.pop("_exchange", None)  # the communicator stays with the fit
+        self.__dict__.pop("_gpu", None)
 
     def _lambdas(self) -> tuple[float, float]:
         lam = float(self.regularization)
@@ -226,6 +259,10 @@ class ALS(FactorizationEstimator):
         return np.ascontiguousarray(solution[:, 0]), np.ascontiguousarray(solution[:, 1:])
 
     def _step(self, state, train):
+        if self._exchange is not None:
+            return self._distributed_step(state)
+        if self._gpu is not None:
+            return self._gpu_step(state)
         s = state.layout
         state.user_bias, state.user_factors = self._solve_side(
             s.user_indptr, s.user_items, state.ratings_csr, state.item_bias,
@@ -243,6 +280,68 @@ class ALS(FactorizationEstimator):
         return {"objective": self.objective(state, sse=sse),
                 "train_rmse": float(np.sqrt(sse / s.nnz))}
 
+    def _gpu_step(self, state):
+        """The same two half-steps with every row solved on the device."""
+        g, xp, mu = self._gpu, self._gpu.xp, state.global_mean
+
+        def half(plan, others, others_d, ratings_d, other_bias, other_factors, reg):
+            targets = ratings_d - ratings_d.dtype.type(mu)
+            if other_bias is not None:
+                targets = targets - other_bias[others_d]
+                other_factors = xp.concatenate(
+                    [xp.ones((other_factors.shape[0], 1), other_factors.dtype), other_factors],
+                    axis=1)
+            solution, row_sse = ridge_rows_xp(xp, plan, others, targets, other_factors, reg,
+                                              reg_scale=self._coordinate_reg)
+            if other_bias is None:
+                return None, solution, row_sse
+            return (xp.ascontiguousarray(solution[:, 0]),
+                    xp.ascontiguousarray(solution[:, 1:]), row_sse)
+
+        s = state.layout
+        state.user_bias, state.user_factors, _ = half(
+            g.user_plan, s.user_items, g.user_items, g.ratings_csr, state.item_bias,
+            state.item_factors, self._user_reg)
+        state.item_bias, state.item_factors, item_sse = half(
+            g.item_plan, s.item_users, g.item_users, g.ratings_csc, state.user_bias,
+            state.user_factors, self._item_reg)
+        sse = float(item_sse.sum())
+        return {"objective": self.objective(state, sse=sse),
+                "train_rmse": float(np.sqrt(sse / s.nnz))}
+
+    def _distributed_step(self, state):
+        """The same half-steps on this rank's rows (``state.layout`` is a
+        :class:`~mflib.distributed.DistributedLayout`); after each, the new rows reach
+        every rank by one ``Allgatherv`` of ``[bias, factors]``. Each row is solved by
+        the same instructions from the same inputs as in one process, so the factors are
+        bit-identical; the loss is summed over ranks."""
+        d, ex = state.layout, self._exchange
+        sent = ex.bytes_sent
+
+        def half(indptr, others, ratings, other_bias, other_factors, own_bias, own_factors,
+                 reg, block, bounds, row_sse=None):
+            bias, factors = self._solve_side(
+                indptr, others, ratings, other_bias, other_factors,
+                None if own_bias is None else own_bias[block], own_factors[block],
+                reg[block], state.global_mean, row_sse=row_sse)
+            rows = ex.allgather_rows(augmented(bias, factors), bounds)
+            if own_bias is None:
+                return None, rows
+            return np.ascontiguousarray(rows[:, 0]), np.ascontiguousarray(rows[:, 1:])
+
+        state.user_bias, state.user_factors = half(
+            d.user_indptr, d.user_items, state.ratings_csr, state.item_bias, state.item_factors,
+            state.user_bias, state.user_factors, self._user_reg, d.user_block, d.user_bounds)
+        item_sse = np.empty(d.item_block.stop - d.item_block.start)
+        state.item_bias, state.item_factors = half(
+            d.item_indptr, d.item_users, state.ratings_csc, state.user_bias, state.user_factors,
+            state.item_bias, state.item_factors, self._item_reg, d.item_block, d.item_bounds,
+            row_sse=item_sse)
+        sse = float(ex.allreduce_sum(float(item_sse.sum())))
+        return {"objective": self.objective(state, sse=sse),
+                "train_rmse": float(np.sqrt(sse / d.nnz)),
+                "bytes_sent": ex.bytes_sent - sent}
+
     def objective(self, state, sse=None) -> float:
         """The objective of ``regularization_scale`` at ``state`` (see module docstring).
 
@@ -255,9 +354,9 @@ class ALS(FactorizationEstimator):
         lam, lam_b = self._lambdas()
 
         def penalty(bias, factors, counts):
-            sq = lam * np.sum(factors.astype(np.float64) ** 2, axis=1)
+            sq = lam * np.sum(to_numpy(factors).astype(np.float64) ** 2, axis=1)
             if bias is not None:
-                sq += lam_b * bias.astype(np.float64) ** 2
+                sq += lam_b * to_numpy(bias).astype(np.float64) ** 2
             return float(sq @ counts) if self.regularization_scale == "weighted" else sq.sum()
 
         pen = (penalty(state.user_bias, state.user_factors, s.user_counts)
@@ -265,6 +364,27 @@ class ALS(FactorizationEstimator):
         if self.regularization_scale == "course":
             return sse / s.nnz + pen
         return sse + pen
+
+
+class _GPUSides:
+    """The device copies a GPU fit reads every half-step: ratings and the other side's
+    index of each CSR entry, and the bucket plans of both sides (built once)."""
+
+    def __init__(self, layout, xp, dtype, width):
+        self.xp = xp
+        self.user_plan = BucketPlan(layout.user_indptr, width)
+        self.item_plan = BucketPlan(layout.item_indptr, width)
+        self.user_items = xp.asarray(layout.user_items)
+        self.item_users = xp.asarray(layout.item_users)
+        self.ratings_csr = xp.asarray(layout.ratings_csr.astype(dtype))
+        self.ratings_csc = xp.asarray(layout.ratings_csc.astype(dtype))
+
+    def to_device(self, state):
+        for name in ("user_bias", "item_bias", "user_factors", "item_factors"):
+            value = getattr(state, name)
+            if value is not None:
+                setattr(state, name, self.xp.asarray(value))
+        return state
 
 
 __all__ = ["ALS", "ALSState", "augmented", "row_multipliers"]

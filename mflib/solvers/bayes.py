@@ -66,11 +66,14 @@ import warnings
 import numpy as np
 import scipy.linalg
 
+from .. import execution
+from ..backend import to_numpy
 from ..base import FactorizationEstimator
 from ..data.layout import training_layout
 from ..fitting import ConvergenceWarning, StopFit
 from ..kernels import pair_dots
 from ..kernels.gibbs import sample_rows
+from ..kernels.ridge_xp import BucketPlan, sample_rows_xp
 from ..validation import (
     BOOLEAN,
     NONNEGATIVE_INT,
@@ -252,6 +255,11 @@ class BayesianMF(FactorizationEstimator):
         matrix at rank 32); ``burn_in`` should cover them.
     n_jobs : int or None, default None
         numba threads for the row draws (None or -1: all); the samples do not depend on it.
+    device : {"cpu", "gpu", "auto"}, default "cpu"
+        "gpu": every row's draw (its Cholesky factor, mean and noise) and the running
+        residual mean are computed on the GPU (CuPy), rows bucketed by length and batched
+        (:func:`mflib.kernels.ridge_xp.sample_rows_xp`); the hyperparameter draws and the
+        kept samples stay on the host. The normals come from the same seeded generator.
     random_state : int, Generator or None
     verbose : int, default 0
         Show a progress bar.
@@ -286,10 +294,11 @@ class BayesianMF(FactorizationEstimator):
     }
     _contract_params = {"n_factors": 2, "max_iter": 6, "burn_in": 2}
     _monitor = "train_rmse"
+    _devices = ("cpu", "gpu")
 
     def __init__(self, n_factors=10, precision="sample", use_bias=True, max_iter=200,
-                 burn_in=20, thinning=1, init_std=0.1, n_jobs=None, random_state=None,
-                 verbose=0, callbacks=None):
+                 burn_in=20, thinning=1, init_std=0.1, n_jobs=None, device="cpu",
+                 random_state=None, verbose=0, callbacks=None):
         self.n_factors = n_factors
         self.precision = precision
         self.use_bias = use_bias
@@ -298,6 +307,7 @@ class BayesianMF(FactorizationEstimator):
         self.thinning = thinning
         self.init_std = init_std
         self.n_jobs = n_jobs
+        self.device = device
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
@@ -310,6 +320,13 @@ class BayesianMF(FactorizationEstimator):
                                self.init_std)
         bias = self.use_bias
         fixed = self.precision != "sample"
+        self._gpu = None
+        if execution.current().device == "gpu":
+            xp, d = execution.current().xp, self.n_factors + bias
+            self._gpu = {"xp": xp, "user": BucketPlan(layout.user_indptr, d),
+                         "item": BucketPlan(layout.item_indptr, d),
+                         "csr": xp.asarray(layout.ratings_csr),
+                         "csc": xp.asarray(layout.ratings_csc)}
         return GibbsState(
             global_mean=float(train.ratings.mean()),
             user_bias=np.zeros(train.n_users) if bias else None,
@@ -324,8 +341,8 @@ class BayesianMF(FactorizationEstimator):
             item_rows=np.flatnonzero(layout.item_counts > 0),
         )
 
-    def _sample_side(self, state, rows, indptr, others, ratings, other_bias, other_factors,
-                     own_bias, own_factors, residual_mean=None, weight=0.0):
+    def _sample_side(self, state, side, rows, indptr, others, ratings, other_bias,
+                     other_factors, own_bias, own_factors, residual_mean=None, weight=0.0):
         """Hyperparameters of one side given its current rows, then every row of it."""
         rng = state.rng
         current = augmented(own_bias, own_factors)
@@ -336,10 +353,25 @@ class BayesianMF(FactorizationEstimator):
         features = augmented(None if other_bias is None else np.ones_like(other_bias),
                              other_factors)
         try:
-            draw, sse, res_mean, mean_sse = sample_rows(
-                indptr, others, ratings, features, state.precision, precision,
-                precision @ mean, normals, offset=state.global_mean, column_offset=other_bias,
-                residual_mean=residual_mean, weight=weight)
+            if self._gpu is None:
+                draw, sse, res_mean, mean_sse = sample_rows(
+                    indptr, others, ratings, features, state.precision, precision,
+                    precision @ mean, normals, offset=state.global_mean,
+                    column_offset=other_bias, residual_mean=residual_mean, weight=weight)
+            else:  # the row draws on the device; the hyperparameters stay here
+                g = self._gpu
+                xp = g["xp"]
+                draw, sse, res_mean, mean_sse = sample_rows_xp(
+                    xp, g[side], others, g["csr" if side == "user" else "csc"],
+                    xp.asarray(features), state.precision, precision, precision @ mean,
+                    normals, offset=state.global_mean,
+                    column_offset=None if other_bias is None else xp.asarray(other_bias),
+                    residual_mean=None if residual_mean is None else xp.asarray(residual_mean),
+                    weight=weight)
+                draw = to_numpy(draw)
+                if np.isnan(draw).any():
+                    raise np.linalg.LinAlgError("a row posterior precision is not positive "
+                                                "definite; check for NaN")
         except np.linalg.LinAlgError as exc:
             raise StopFit(f"stopped: {exc}") from exc
         if own_bias is None:
@@ -353,14 +385,15 @@ class BayesianMF(FactorizationEstimator):
         after = state.sweep - self.burn_in
         keep = after > 0 and after % self.thinning == 0
         state.user_bias, state.user_factors, _, _, _ = self._sample_side(
-            state, state.user_rows, s.user_indptr, s.user_items, s.ratings_csr,
+            state, "user", state.user_rows, s.user_indptr, s.user_items, s.ratings_csr,
             state.item_bias, state.item_factors, state.user_bias, state.user_factors)
         previous_mean = None
         if keep:  # the first kept sample starts the running mean of the residuals at 0
-            previous_mean = (np.zeros(s.nnz) if state.residual_mean is None
+            xp = np if self._gpu is None else self._gpu["xp"]
+            previous_mean = (xp.zeros(s.nnz) if state.residual_mean is None
                              else state.residual_mean)
         state.item_bias, state.item_factors, sse, res_mean, mean_sse = self._sample_side(
-            state, state.item_rows, s.item_indptr, s.item_users, s.ratings_csc,
+            state, "item", state.item_rows, s.item_indptr, s.item_users, s.ratings_csc,
             state.user_bias, state.user_factors, state.item_bias, state.item_factors,
             residual_mean=previous_mean, weight=1.0 / (state.n_samples + 1))
         sample_sse = float(sse.sum())
@@ -389,6 +422,7 @@ class BayesianMF(FactorizationEstimator):
         }
 
     def _finalize(self, state):
+        self.__dict__.pop("_gpu", None)
         self.global_mean_ = float(state.global_mean)
         self.n_samples_ = S = state.n_samples
         self.precision_ = float(state.precision)

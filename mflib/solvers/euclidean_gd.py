@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .. import execution
 from ..base import FactorizationEstimator, FactorState
 from ..execution import kernel_threads
 from ..kernels import pair_dots
@@ -83,6 +84,7 @@ class EuclideanGD(GrassmannEstimator):
         self.verbose = verbose
         self.callbacks = callbacks
 
+    _devices = ("cpu",)  # its sums over ratings are its own (no GPU path yet)
     retraction = "qr"  # builds the problem's manifold (for the initial point); steps are Euclidean
 
     def _init_state(self, train):
@@ -90,12 +92,17 @@ class EuclideanGD(GrassmannEstimator):
         rng = check_random_state(self.random_state)
         offsets, self._problem = self._centred_problem(train)
         matrix = self._problem.matrix
-        U = self._initial_point(self._problem.manifold, matrix, rng)
+        U = self._initial_point(self._problem.manifold,
+                                getattr(self._problem, "global_matrix", matrix), rng)
         W = self._problem.solve_user_factors(U)
         b = np.zeros(train.n_users) if offsets.user_bias is None else offsets.user_bias
         c = np.zeros(train.n_items) if offsets.item_bias is None else offsets.item_bias
+        # under MPI this rank holds a block of users (their ratings); every rank keeps
+        # the whole point x and the sums over ratings are all-reduced
+        self._exchange = execution.exchange()
+        self._block = getattr(self._problem, "block", slice(0, train.n_users))
         # ratings relative to mu only: the biases are variables here
-        data = matrix.data + b[self._problem._rows] + c[matrix.indices]
+        data = matrix.data + b[self._block][self._problem._rows] + c[matrix.indices]
         self._ratings = sp.csr_matrix((data, matrix.indices, matrix.indptr), shape=matrix.shape)
         self._shapes = [(train.n_items, self.n_factors), (train.n_users, self.n_factors),
                         (train.n_users,), (train.n_items,)]
@@ -119,12 +126,17 @@ class EuclideanGD(GrassmannEstimator):
 
     def _residuals(self, x):
         U, W, b, c = self._split(x)
-        p = self._problem
-        return self._ratings.data - b[p._rows] - c[p._indices] - pair_dots_rows(W, U, p)
+        p, block = self._problem, self._block
+        return (self._ratings.data - b[block][p._rows] - c[p._indices]
+                - pair_dots_rows(W[block], U, p))
+
+    def _sum(self, value):
+        """A sum over this rank's ratings made a sum over all ratings (MPI)."""
+        return value if self._exchange is None else self._exchange.allreduce_sum(value)
 
     def _value(self, x):
         e = self._residuals(x)
-        return 0.5 * (e @ e + self._problem.ridge * (x @ x)) / self._problem.nnz, e
+        return 0.5 * (self._sum(e @ e) + self._problem.ridge * (x @ x)) / self._problem.nnz, e
 
     def _value_and_gradient(self, x):
         value, e = self._value(x)
@@ -132,13 +144,16 @@ class EuclideanGD(GrassmannEstimator):
 
     def _gradient(self, x, e):
         U, W, b, c = self._split(x)
-        p, lam2 = self._problem, self._problem.ridge
+        p, lam2, block = self._problem, self._problem.ridge, self._block
         E = sp.csr_matrix((e, self._ratings.indices, self._ratings.indptr),
                           shape=self._ratings.shape)
-        parts = [-(E.T @ W) + lam2 * U, -(E @ U) + lam2 * W,
-                 -np.asarray(E.sum(axis=1)).ravel() + lam2 * b,
-                 -np.asarray(E.sum(axis=0)).ravel() + lam2 * c]
-        return np.concatenate([q.ravel() for q in parts]) / p.nnz
+        # the data terms (this rank's ratings touch only its users' rows of W and b)
+        g_W, g_b = np.zeros_like(W), np.zeros_like(b)
+        g_W[block] = -(E @ U)
+        g_b[block] = -np.asarray(E.sum(axis=1)).ravel()
+        parts = [-(E.T @ W[block]), g_W, g_b, -np.asarray(E.sum(axis=0)).ravel()]
+        data = self._sum(np.concatenate([q.ravel() for q in parts]))
+        return (data + lam2 * x) / p.nnz
 
     def _step(self, state, train):
         x = np.concatenate([state.item_factors.ravel(), state.user_factors.ravel(),
@@ -161,7 +176,7 @@ class EuclideanGD(GrassmannEstimator):
     def _finalize(self, state):
         state.gradient = None
         FactorizationEstimator._finalize(self, state)
-        del self._problem, self._ratings, self._shapes
+        del self._problem, self._ratings, self._shapes, self._exchange, self._block
         self.__dict__.pop("_current_point", None)
 
 

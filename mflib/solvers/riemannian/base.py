@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse.linalg as spla
 
+from ... import execution
 from ...base import FactorizationEstimator, FactorState
 from ...data.layout import training_layout
 from ...fitting import StopFit
@@ -137,6 +138,8 @@ class GrassmannEstimator(FactorizationEstimator):
         "line_search": [NONE, HasMethods("search", "initial_step")],
     }
     _contract_params = {"n_factors": 2, "max_iter": 3, "random_state": 0}
+    _mpi = "whole"  # each rank sums its block of users (DistributedProblem)
+    _devices = ("cpu", "gpu")  # f and its full gradient on the GPU (DeviceProblem)
 
     def _check_size(self, train):
         if self.n_factors > train.n_items:
@@ -149,6 +152,18 @@ class GrassmannEstimator(FactorizationEstimator):
         layout = training_layout(train)
         matrix = layout.csr_matrix(layout.to_csr(offsets.values))
         manifold = Grassmann(train.n_items, self.n_factors, self.retraction)
+        exchange, policy = execution.exchange(), execution.current()
+        if policy.device == "gpu":  # the ridge solves, residuals and gradient on the GPU
+            if exchange is not None:
+                raise ValueError(f"{type(self).__name__}: device='gpu' under MPI is not "
+                                 "supported; use one GPU process, or the CPU across ranks")
+            from .completion_xp import DeviceProblem  # noqa: PLC0415
+
+            return offsets, DeviceProblem(matrix, self.regularization, manifold, policy.xp)
+        if exchange is not None:  # each rank's block of users; f and gradients summed
+            from ...distributed.variable_projection import DistributedProblem  # noqa: PLC0415
+
+            return offsets, DistributedProblem(matrix, self.regularization, manifold, exchange)
         return offsets, VariableProjectionProblem(matrix, self.regularization, manifold)
 
     def _initial_point(self, manifold, matrix, rng):
@@ -169,7 +184,9 @@ class GrassmannEstimator(FactorizationEstimator):
         rng = check_random_state(self.random_state)
         offsets, self._problem = self._centred_problem(train)
         self._rng = rng
-        U = self._initial_point(self._problem.manifold, self._problem.matrix, rng)
+        # every rank starts from the same point, from the whole matrix
+        matrix = getattr(self._problem, "global_matrix", self._problem.matrix)
+        U = self._initial_point(self._problem.manifold, matrix, rng)
         ev = self._problem.evaluate(U)
         state = GrassmannState(offsets.mean, offsets.user_bias, offsets.item_bias,
                                ev.user_factors, U, ev.value,
@@ -259,6 +276,9 @@ COMMON_DOC = """
         Relative change of the objective that stops the fit.
     n_jobs : int or None, default None
         numba threads (None: all); results do not depend on it.
+    device : {"cpu", "gpu", "auto"}, default "cpu"
+        "gpu": f, the user solves and the full gradient run on the GPU (CuPy); the
+        manifold steps (items x k) and minibatch gradients stay on the host.
     random_state : int, Generator or None
     verbose : int, default 0
     callbacks : list of callables, optional

@@ -55,11 +55,11 @@ class Catalyst(VarianceReduced):
                  center="biases", init="random", retraction="qr", inner_solver="svrg",
                  inner_epochs=1, kappa=0.1, kappa_cvx=0.1, max_doublings=10,
                  learning_rate="auto", batch_size=256, inner_steps=None, sampling="uniform",
-                 max_iter=20, tol=1e-7, n_jobs=None, random_state=None, verbose=0,
-                 callbacks=None):
+                 max_iter=20, tol=1e-7, n_jobs=None, device="cpu", random_state=None,
+                 verbose=0, callbacks=None):
         vr_init(self, n_factors, regularization, bias_regularization, center, init,
                 retraction, learning_rate, batch_size, inner_steps, sampling, max_iter, tol,
-                n_jobs, random_state, verbose, callbacks)
+                n_jobs, device, random_state, verbose, callbacks)
         self.inner_solver = inner_solver
         self.inner_epochs = inner_epochs
         self.kappa = kappa

@@ -22,8 +22,8 @@ class RGD(GrassmannEstimator):
 
     def __init__(self, n_factors=3, regularization=0.3, bias_regularization=10.0,
                  center="biases", init="random", retraction="qr", line_search=None,
-                 max_iter=100, tol=1e-7, n_jobs=None, random_state=None, verbose=0,
-                 callbacks=None):
+                 max_iter=100, tol=1e-7, n_jobs=None, device="cpu", random_state=None,
+                 verbose=0, callbacks=None):
         self.n_factors = n_factors
         self.regularization = regularization
         self.bias_regularization = bias_regularization
@@ -34,6 +34,7 @@ class RGD(GrassmannEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.n_jobs = n_jobs
+        self.device = device
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
@@ -79,7 +80,7 @@ class RAGD(GrassmannEstimator):
     def __init__(self, n_factors=3, regularization=0.3, bias_regularization=10.0,
                  center="biases", init="random", retraction="qr", gamma=1.0,
                  strong_convexity=5.0, beta=5.0, line_search=None, max_iter=100, tol=1e-7,
-                 n_jobs=None, random_state=None, verbose=0, callbacks=None):
+                 n_jobs=None, device="cpu", random_state=None, verbose=0, callbacks=None):
         self.n_factors = n_factors
         self.regularization = regularization
         self.bias_regularization = bias_regularization
@@ -93,6 +94,7 @@ class RAGD(GrassmannEstimator):
         self.max_iter = max_iter
         self.tol = tol
         self.n_jobs = n_jobs
+        self.device = device
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks

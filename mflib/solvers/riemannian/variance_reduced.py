@@ -262,7 +262,7 @@ VR_DOC = """    learning_rate : float, "auto" or "bb", default "auto"
 
 
 def vr_init(self, n_factors, regularization, bias_regularization, center, init, retraction,
-            learning_rate, batch_size, inner_steps, sampling, max_iter, tol, n_jobs,
+            learning_rate, batch_size, inner_steps, sampling, max_iter, tol, n_jobs, device,
             random_state, verbose, callbacks, **step_rule):
     """Store the parameters every variance-reduced estimator (and Catalyst) has."""
     # bb_scale and epoch_length (the R-SVRG/SARAH/SPIDER estimators, not Catalyst)
@@ -281,6 +281,7 @@ def vr_init(self, n_factors, regularization, bias_regularization, center, init, 
     self.max_iter = max_iter
     self.tol = tol
     self.n_jobs = n_jobs
+    self.device = device
     self.random_state = random_state
     self.verbose = verbose
     self.callbacks = callbacks
@@ -310,10 +311,10 @@ class RSVRG(VarianceReduced):
                  center="biases", init="random", retraction="qr", learning_rate="auto",
                  batch_size=256, inner_steps=None, sampling="count", momentum=0.6,
                  bb_scale=None, epoch_length=1.0, max_iter=30, tol=1e-7, n_jobs=None,
-                 random_state=None, verbose=0, callbacks=None):
+                 device="cpu", random_state=None, verbose=0, callbacks=None):
         vr_init(self, n_factors, regularization, bias_regularization, center, init,
                 retraction, learning_rate, batch_size, inner_steps, sampling, max_iter, tol,
-                n_jobs, random_state, verbose, callbacks, bb_scale=bb_scale,
+                n_jobs, device, random_state, verbose, callbacks, bb_scale=bb_scale,
                 epoch_length=epoch_length)
         self.momentum = momentum
 
@@ -331,11 +332,11 @@ class RSARAH(VarianceReduced):
     def __init__(self, n_factors=3, regularization=0.3, bias_regularization=10.0,
                  center="biases", init="random", retraction="qr", learning_rate="auto",
                  batch_size=512, inner_steps=None, sampling="uniform", bb_scale=None,
-                 epoch_length=1.0, max_iter=30, tol=1e-7, n_jobs=None, random_state=None,
-                 verbose=0, callbacks=None):
+                 epoch_length=1.0, max_iter=30, tol=1e-7, n_jobs=None, device="cpu",
+                 random_state=None, verbose=0, callbacks=None):
         vr_init(self, n_factors, regularization, bias_regularization, center, init,
                 retraction, learning_rate, batch_size, inner_steps, sampling, max_iter, tol,
-                n_jobs, random_state, verbose, callbacks, bb_scale=bb_scale,
+                n_jobs, device, random_state, verbose, callbacks, bb_scale=bb_scale,
                 epoch_length=epoch_length)
 
 
@@ -357,9 +358,9 @@ class RSPIDER(VarianceReduced):
                  center="biases", init="random", retraction="qr", learning_rate="auto",
                  batch_size=256, inner_steps=None, sampling="uniform", max_step_length=None,
                  bb_scale=None, epoch_length=1.0, max_iter=30, tol=1e-7, n_jobs=None,
-                 random_state=None, verbose=0, callbacks=None):
+                 device="cpu", random_state=None, verbose=0, callbacks=None):
         vr_init(self, n_factors, regularization, bias_regularization, center, init,
                 retraction, learning_rate, batch_size, inner_steps, sampling, max_iter, tol,
-                n_jobs, random_state, verbose, callbacks, bb_scale=bb_scale,
+                n_jobs, device, random_state, verbose, callbacks, bb_scale=bb_scale,
                 epoch_length=epoch_length)
         self.max_step_length = max_step_length
