@@ -909,13 +909,20 @@ def rating_estimators() -> dict:
             if cls.__name__ not in NOT_RATING_MODELS}
 
 
-def default_estimators(*, iterative_only=False, exclude=(), random_state=0) -> dict:
+#: rating estimators that, by design, refuse problems of ml-100k's size (a dense
+#: Hessian of ``(n_users + n_items)(k + 1)`` variables: 6.7 GB on ml-100k at rank 10)
+SMALL_PROBLEMS_ONLY = ("NewtonMF",)
+
+
+def default_estimators(*, iterative_only=False, exclude=(), small_problems=False,
+                       random_state=0) -> dict:
     """Every rating estimator (:func:`rating_estimators`) with its default parameters,
     seeded with ``random_state`` where it takes one; ``iterative_only`` keeps those whose
-    fit runs more than one iteration (a ``max_iter`` parameter, Blend excepted)."""
+    fit runs more than one iteration (a ``max_iter`` parameter, Blend excepted);
+    :data:`SMALL_PROBLEMS_ONLY` ones only with ``small_problems``."""
     out = {}
     for name, cls in rating_estimators().items():
-        if name in exclude:
+        if name in exclude or (name in SMALL_PROBLEMS_ONLY and not small_problems):
             continue
         model = cls()
         params = model.get_params()

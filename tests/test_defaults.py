@@ -6,6 +6,8 @@ The defaults were chosen on validation parts of the training sets (each estimato
 docstring says how); these tests only check the outcome on the test sets. Models are
 seeded (``random_state=0``) so the check is reproducible; nothing else is set. A newly
 exported rating estimator joins automatically (:func:`mflib.experiment.rating_estimators`).
+``NewtonMF`` forms a dense Hessian and refuses problems of this size by design
+(:data:`mflib.experiment.SMALL_PROBLEMS_ONLY`): its test checks that refusal.
 """
 
 from __future__ import annotations
@@ -15,10 +17,16 @@ import warnings
 import pytest
 
 from mflib import BiasBaseline, ConvergenceWarning
-from mflib.experiment import NOT_RATING_MODELS, default_estimators, rating_estimators
+from mflib.experiment import (
+    NOT_RATING_MODELS,
+    SMALL_PROBLEMS_ONLY,
+    default_estimators,
+    rating_estimators,
+)
 from mflib.metrics import rmse
 
-MODELS = sorted(name for name in rating_estimators() if name != "BiasBaseline")
+MODELS = sorted(name for name in rating_estimators()
+                if name != "BiasBaseline" and name not in SMALL_PROBLEMS_ONLY)
 SPLITS = ("ml100k_u1", "netflix_split")
 _BASELINE: dict[str, float] = {}
 
@@ -35,7 +43,8 @@ def test_the_list_holds_every_exported_rating_model():
     from mflib.registry import estimators
 
     exported = {cls.__name__ for cls in estimators().values()}
-    assert set(MODELS) | {"BiasBaseline"} | set(NOT_RATING_MODELS) == exported
+    assert (set(MODELS) | {"BiasBaseline"} | set(NOT_RATING_MODELS) | set(SMALL_PROBLEMS_ONLY)
+            == exported)
     assert {"ALS", "BayesianMF", "Blend", "LassoMF", "RSARAH", "WeightedALS"} <= set(MODELS)
     assert "CFEnsemble" in mflib.__all__ and "CFEnsemble" not in MODELS  # a classifier
 
@@ -54,6 +63,17 @@ def test_default_model_beats_the_bias_baseline(name, split_name, request):
     assert score < baseline, (
         f"{name}() scores {score:.4f} on {split_name}'s test part, the bias baseline "
         f"{baseline:.4f} ({model.stop_reason_}, {model.n_iter_} iterations)")
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name", SMALL_PROBLEMS_ONLY)
+def test_dense_newton_refuses_these_sizes_and_names_the_alternative(name, ml100k_u1):
+    # the dense exact Hessian of ml-100k at rank 10 has 28875^2 entries (6.7 GB): the
+    # default is a refusal that names the matrix-free methods, which are tested above
+    model = default_estimators(small_problems=True, random_state=0)[name]
+    with pytest.raises(ValueError, match="NewtonCG or LevenbergMarquardt"):
+        model.fit(ml100k_u1.train)
+    assert {"NewtonCG", "LevenbergMarquardt"} <= set(MODELS)
 
 
 @pytest.mark.realdata
