@@ -165,7 +165,9 @@ def test_fold_summary_and_paired_comparison_match_direct_computations():
                              "test_mae": 5.0}])
     summary = fold_summary(table, splits=folds)
     assert list(summary.index) == ["a", "c", "b"]  # sorted by mean RMSE
-    named = table.assign(split="data/" + table["split"])  # as load_splits names them
+    # as load_splits names them: the folds of "data", and one split of another dataset
+    named = table.assign(split=np.where(table["split"] == "other", "elsewhere/x",
+                                        "data/" + table["split"]))
     pd.testing.assert_frame_equal(fold_summary(named, dataset="data"),
                                   fold_summary(named, splits=["data/" + f for f in folds]))
     assert fold_summary(named, dataset="data").loc["a", "n_splits"] == 5
