@@ -75,14 +75,13 @@ def report(split, model, seconds, pred):
 
 SCRIPTS = {
     "surprise": COMMON + r"""
-import pandas as pd
 from surprise import SVD, SVDpp, BaselineOnly, KNNBaseline, Dataset, Reader
 for split in cfg["splits"]:
-    u, i, r = load(split["train"])
-    reader = Reader(rating_scale=tuple(cfg["scale"]))
-    frame = pd.DataFrame({"u": u, "i": i, "r": r})
-    trainset = Dataset.load_from_df(frame, reader).build_full_trainset()
+    reader = Reader(line_format="user item rating", sep=",",
+                    rating_scale=tuple(cfg["scale"]))
+    trainset = Dataset.load_from_file(split["train"], reader=reader).build_full_trainset()
     tu, ti, _ = load(split["test"])
+    tu, ti = [str(a) for a in tu.tolist()], [str(b) for b in ti.tolist()]  # raw ids as read
     for name, algo in (("BaselineOnly", BaselineOnly(verbose=False)),
                        ("SVD", SVD(random_state=0)),
                        ("SVDpp", SVDpp(random_state=0)),
@@ -90,7 +89,7 @@ for split in cfg["splits"]:
         t0 = time.perf_counter()
         algo.fit(trainset)
         seconds = time.perf_counter() - t0
-        pred = [algo.predict(a, b).est for a, b in zip(tu.tolist(), ti.tolist())]
+        pred = [algo.predict(a, b).est for a, b in zip(tu, ti)]
         report(split, name, seconds, pred)
 """,
     "spark": COMMON + r"""
