@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
 import time
+from pathlib import Path
 
 import pandas as pd
 
@@ -42,10 +45,23 @@ def baseline_table():
     return pd.DataFrame(tables).rename_axis("baseline").reset_index()
 
 
-def main():
-    print(machine_line())
-    print_table(load_times(), "Dataset load time (parse + checksum, from MFLIB_DATA_DIR)")
-    print_table(baseline_table(), "Baseline test RMSE")
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5, help="loads per dataset")
+    ap.add_argument("--out", default="benchmarks/results/bench_foundation.md")
+    args = ap.parse_args(argv)
+    print(machine_line(), "| load average", os.getloadavg(), flush=True)
+    sections = [
+        ("Dataset load time (parse + checksum, from MFLIB_DATA_DIR)",
+         print_table(load_times(repeats=args.repeats),
+                     "Dataset load time (parse + checksum, from MFLIB_DATA_DIR)")),
+        ("Baseline test RMSE", print_table(baseline_table(), "Baseline test RMSE")),
+    ]
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(machine_line() + "\n\n" + "\n".join(
+            f"## {title}\n\n" + df.to_markdown(index=False, floatfmt=".4g") + "\n"
+            for title, df in sections))
 
 
 if __name__ == "__main__":

@@ -118,11 +118,11 @@ def rgd_10m(n_iter=4):
              "evaluations/iteration": float(np.mean(m.history_["evaluations"]))}]
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--skip-10m", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/bench_riemannian.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     header = f"{machine_line()}, load average before {os.getloadavg()[0]:.1f}\n\n"
     print(header, flush=True)
     split = quick_split()

@@ -28,7 +28,11 @@ only files you made yourself, and share models with ``save``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import copy
 import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +61,12 @@ from .validation import (
 )
 
 FALLBACK_DAMPING = 10.0
+
+# settings whose warm-up already ran in this process (FactorizationEstimator._warm_up),
+# and whether a warm-up fit is running (its own fit must not warm up again)
+_WARMED_UP: set = set()
+_warming_up: contextvars.ContextVar[bool] = contextvars.ContextVar("mflib_warming_up",
+                                                                   default=False)
 
 
 @dataclasses.dataclass
@@ -128,13 +138,15 @@ class Fallback:
     damping: float = FALLBACK_DAMPING
 
     @classmethod
-    def fit(cls, train: RatingMatrix, damping: float = FALLBACK_DAMPING) -> Fallback:
+    def fit(cls, train: RatingMatrix, damping: float = FALLBACK_DAMPING, *, user_counts=None,
+            item_counts=None) -> Fallback:
+        """The fallback of ``train`` (its rating counts per user and item may be passed)."""
         mu = float(train.ratings.mean())
         c = np.bincount(train.items, weights=train.ratings - mu, minlength=train.n_items)
-        c /= train.item_counts() + damping
+        c /= (train.item_counts() if item_counts is None else item_counts) + damping
         b = np.bincount(train.users, weights=train.ratings - mu - c[train.items],
                         minlength=train.n_users)
-        b /= train.user_counts() + damping
+        b /= (train.user_counts() if user_counts is None else user_counts) + damping
         return cls(mu, b, c, damping)
 
     def predict(self, users, items, known_users, known_items) -> np.ndarray:
@@ -227,6 +239,7 @@ class FactorizationEstimator(BaseEstimator):
         train = as_rating_matrix(X, y)
         self._remember_training_data(train)
         val = self._validation_pairs(eval_set)
+        self._warm_up()
         train_u = train.users.astype(np.int64)
         train_i = train.items.astype(np.int64)
 
@@ -270,6 +283,61 @@ class FactorizationEstimator(BaseEstimator):
             self.stop_reason_ = result.stop_reason
             self._finalize(result.state)
         return self
+
+    def _warm_up_key(self) -> tuple:
+        """What selects compiled code: the class, the settings that are names, flags or
+        dtypes (not the numbers) and whether the fit has several threads."""
+        kinds = (str, bool, type(None), type, np.dtype)
+        settings = tuple(sorted((name, repr(value)) for name, value in
+                                self.get_params(deep=False).items() if isinstance(value, kinds)))
+        return type(self), settings, execution.policy_for(self).n_jobs > 1
+
+    def _warm_up(self):
+        """Fit a copy of this estimator (its ``_contract_params`` on top of its settings)
+        on a tiny problem, once per process and :meth:`_warm_up_key`, so that numba
+        compiles or loads from its cache every kernel the real fit will call before the
+        fit's clock starts: the history's ``time`` is then the solver's alone, not
+        0.5-2 s of loading in the first iteration. With several threads the copy is
+        fitted twice, the second time with every size cut-off at 0
+        (:func:`mflib.execution.every_path_parallel`), so the parallel entry points a
+        large problem takes are loaded too. Skipped inside a warm-up and for
+        distributed fits (a tiny problem cannot be split across ranks).
+
+        Returns the exception a warm-up raised, or None: a warm-up only saves time, and
+        the real fit that follows reports any problem with the settings itself.
+        """
+        key = self._warm_up_key()
+        if key in _WARMED_UP or _warming_up.get():
+            return None
+        _WARMED_UP.add(key)
+        policy = execution.policy_for(self)
+        if policy.distributed:
+            return None
+        from .data.synthetic import make_low_rank  # noqa: PLC0415  (data imports base)
+
+        train, _ = make_low_rank(40, 30, 2, 0.5, noise=0.1, random_state=1)
+        val = train.take(np.arange(0, train.nnz, 7))
+        params = {name: value if isinstance(value, (str, bool, int, float, type(None)))
+                  else copy.deepcopy(value)
+                  for name, value in self.get_params(deep=False).items()
+                  if name not in ("callbacks", "random_state")}
+        params.update(self._contract_params)
+        for name, value in (("verbose", 0), ("random_state", 0), ("callbacks", None)):
+            if name in self.get_params(deep=False):
+                params[name] = value
+        paths = (contextlib.nullcontext, execution.every_path_parallel)
+        token = _warming_up.set(True)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for path in paths[: 2 if policy.n_jobs > 1 else 1]:
+                    with path():
+                        type(self)(**params).fit(train, eval_set=val)
+        except Exception as exc:  # noqa: BLE001  (see the docstring)
+            return exc
+        finally:
+            _warming_up.reset(token)
+        return None
 
     @classmethod
     def _constraints(cls) -> dict:
@@ -322,7 +390,8 @@ class FactorizationEstimator(BaseEstimator):
         self.user_counts_ = train.user_counts()
         self.item_counts_ = train.item_counts()
         self.rating_scale_ = (float(train.ratings.min()), float(train.ratings.max()))
-        self.fallback_ = Fallback.fit(train)
+        self.fallback_ = Fallback.fit(train, user_counts=self.user_counts_,
+                                      item_counts=self.item_counts_)
         self._seen = train.to_csr()
 
     # ------------------------------------------------------------------ ids

@@ -44,6 +44,16 @@ SERIAL_BELOW = {
     "residuals": 1 << 20,
     # variable projection (Grassmann family): ridge solves and residuals of f(U)
     "variable_projection": 100_000,
+    # the blocked SGD epoch (parallel="auto" or "blocked"): below this many ratings its
+    # strata run on one thread. Rank 64, 2 cores shared (load 6-8), epoch kernel only,
+    # one thread (plain shuffle) vs blocked on two: 3M ratings 0.38 s vs 0.64 s (float32),
+    # 0.71 vs 0.83 s (float64); 10M ratings 5.2 s vs 3.3 s (float32), 6.9 vs 4.9 s
+    # (float64); at load 3, 10M: 1.26 s vs 0.97 s (float32). Each epoch runs
+    # n_blocks strata, each a parallel region whose wake-up costs several ms on a busy
+    # machine, so small data loses (ml-100k: 2.4 s vs 0.67 s a fit). Hogwild is never
+    # chosen: it lost to blocked at every size measured (10M float32: 5.7 s), its random
+    # row accesses miss the cache that blocks keep, and it is not reproducible
+    "sgd_blocked": 5_000_000,
 }
 
 #: rows of (chunk, k) temporaries a GPU kernel handles at once
@@ -238,11 +248,30 @@ def fit_context(estimator):
     return use_policy(policy_for(estimator))
 
 
+# True inside every_path_parallel(): each cut-off of SERIAL_BELOW counts as 0
+_all_parallel: contextvars.ContextVar[bool] = contextvars.ContextVar("mflib_all_parallel",
+                                                                     default=False)
+
+
+@contextlib.contextmanager
+def every_path_parallel():
+    """Inside the block, every job counts as large enough for the threads (when numba
+    has more than one): a fit's warm-up on a tiny problem then also loads the parallel
+    entry points its real, larger problem will use (see
+    :meth:`mflib.base.FactorizationEstimator._warm_up`)."""
+    token = _all_parallel.set(True)
+    try:
+        yield
+    finally:
+        _all_parallel.reset(token)
+
+
 def run_parallel(kind: str, size: int) -> bool:
     """Whether a ``kind`` job of ``size`` should use the threads: numba has more than one
     (as the policy set it) and the job is not below its cut-off in :data:`SERIAL_BELOW`.
     Kernels with a serial and a parallel entry point pick one by it."""
-    return size >= SERIAL_BELOW[kind] and numba.get_num_threads() > 1
+    big = size >= SERIAL_BELOW[kind] or _all_parallel.get()
+    return big and numba.get_num_threads() > 1
 
 
 def kernel_threads(kind: str, size: int):
@@ -259,6 +288,7 @@ __all__ = [
     "ExecutionPolicy",
     "config_context",
     "current",
+    "every_path_parallel",
     "fit_context",
     "kernel_threads",
     "max_threads",

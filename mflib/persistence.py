@@ -120,7 +120,15 @@ def _id_bytes(ids: np.ndarray) -> bytes:
 
 def ratings_fingerprint(rm: RatingMatrix) -> str:
     """sha256 of the ratings of ``rm`` with their (user, item) pairs and id maps: equal
-    exactly when two matrices hold the same ratings on the same ids in the same order."""
+    exactly when two matrices hold the same ratings on the same ids in the same order.
+    Cached on the matrix (as its training layout is): every fit records it, and hashing
+    10M ratings takes most of a second."""
+    if "ratings_fingerprint" not in rm._cache:
+        rm._cache["ratings_fingerprint"] = _fingerprint(rm)
+    return rm._cache["ratings_fingerprint"]
+
+
+def _fingerprint(rm: RatingMatrix) -> str:
     h = hashlib.sha256()
     for arr in (rm.users.astype("<i8"), rm.items.astype("<i8"), rm.ratings.astype("<f8")):
         h.update(np.ascontiguousarray(arr).tobytes())

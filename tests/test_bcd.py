@@ -137,3 +137,21 @@ def test_netflix_course_setting(netflix_split):
     assert np.all(np.diff(m.history_["objective"]) <= 1e-12 * m.history_["objective"][0])
     # the mean-rating baseline scores about 1.07 on this split
     assert m.history_["val_rmse"][-1] < 1.0
+
+
+def test_recorded_objective_and_rmse_equal_a_direct_computation(small_low_rank):
+    """The item block's row sums of squares give each iteration's figures; a fit stopped
+    after n iterations (same seed) is the model they describe."""
+    from mflib.data.layout import training_layout
+    from mflib.solvers.state import LayoutState
+
+    rm, _ = small_low_rank
+    kw = dict(n_factors=2, regularization=0.01, tol=0.0, random_state=3, verbose=0)
+    history = BiasedBCD(max_iter=3, **kw).fit(rm).history_
+    for n in (1, 3):
+        m = BiasedBCD(max_iter=n, **kw).fit(rm)
+        state = LayoutState(0.0, m.user_bias_, m.item_bias_, m.user_factors_,
+                            m.item_factors_, layout=training_layout(rm))
+        assert history["objective"][n - 1] == pytest.approx(m.objective(state), rel=1e-10)
+        direct = np.sqrt(np.mean((m.predict(rm) - rm.ratings) ** 2))
+        assert history["train_rmse"][n - 1] == pytest.approx(direct, rel=1e-10)

@@ -23,6 +23,8 @@ BACKENDS = [pytest.param("emulated", id="numpy-as-xp"),
 SETTINGS = {
     "als": ({"n_factors": 4, "max_iter": 5}, 1e-9),
     "bayesianmf": ({"n_factors": 3, "max_iter": 6, "burn_in": 2}, 1e-7),
+    # minibatches of one rating: the sequential epoch, in the same shuffled order
+    "sgd": ({"n_factors": 3, "max_iter": 3, "parallel": None, "batch_size": 1}, 1e-9),
     "rgd": ({"n_factors": 3, "max_iter": 8, "regularization": 0.1}, 1e-8),
     "ragd": ({"n_factors": 3, "max_iter": 6, "regularization": 0.1}, 1e-8),
     "rsvrg": ({"n_factors": 3, "max_iter": 3, "regularization": 0.1, "batch_size": 8}, 1e-8),

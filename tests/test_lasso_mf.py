@@ -118,3 +118,38 @@ def test_bad_parameters_are_refused(small_low_rank):
         _fit(small_low_rank[0], regularization_scale="mean")
     with pytest.raises(ValueError, match="max_sweeps"):
         _fit(small_low_rank[0], max_sweeps=0)
+
+
+def test_recorded_objective_and_rmse_equal_a_direct_computation(small_low_rank):
+    from mflib.data.layout import training_layout
+    from mflib.solvers.state import LayoutState
+
+    rm, _ = small_low_rank
+    kw = dict(n_factors=2, regularization=0.05, tol=0.0, random_state=3, verbose=0)
+    history = LassoMF(max_iter=3, **kw).fit(rm).history_
+    for n in (1, 3):
+        m = LassoMF(max_iter=n, **kw).fit(rm)
+        state = LayoutState(0.0, None, None, m.user_factors_, m.item_factors_,
+                            layout=training_layout(rm))
+        assert history["objective"][n - 1] == pytest.approx(m.objective(state), rel=1e-10)
+        direct = np.sqrt(np.mean((m.predict(rm) - rm.ratings) ** 2))
+        assert history["train_rmse"][n - 1] == pytest.approx(direct, rel=1e-10)
+
+
+def test_lasso_row_sse_is_each_rows_residual_sum_of_squares():
+    import scipy.sparse as sp
+
+    from mflib.kernels.lasso import lasso_rows
+
+    rng = np.random.default_rng(0)
+    M = sp.random(30, 20, density=0.4, random_state=0, format="csr")
+    M.data = rng.normal(size=M.nnz)
+    Y = rng.normal(size=(20, 4))
+    row_sse = np.empty(30)
+    X, _ = lasso_rows(M.indptr, M.indices, M.data, Y, 0.3, row_sse=row_sse)
+    for r in range(30):
+        sl = slice(M.indptr[r], M.indptr[r + 1])
+        assert row_sse[r] == pytest.approx(np.sum((M.data[sl] - Y[M.indices[sl]] @ X[r]) ** 2),
+                                           rel=1e-10, abs=1e-14)
+    with pytest.raises(ValueError, match="row_sse"):
+        lasso_rows(M.indptr, M.indices, M.data, Y, 0.3, row_sse=np.empty(3))

@@ -227,3 +227,31 @@ def test_lasso_rows_large_alpha_gives_zero_and_checks_alpha():
     assert np.all(X == 0)
     with pytest.raises(ValueError, match="alpha"):
         lasso_rows(M.indptr, M.indices, M.data, Y, -1.0)
+
+
+@pytest.mark.parametrize("k", [33, 64, 65])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_syrk_gram_matches_the_gemm_path_and_least_squares(k, dtype, monkeypatch):
+    """Long unweighted rows take one BLAS syrk; forced on every row (and off), both
+    Gram paths give the least-squares solution, and the same one up to rounding."""
+    from mflib.kernels import ridge
+
+    M, Y, rng = _problem(n_rows=25, n_cols=300, k=k, density=0.4)
+    reg = rng.uniform(0.1, 2.0, M.shape[0])
+    solutions = {}
+    for path, rows in (("syrk", 0), ("gemm", ridge._NEVER)):
+        monkeypatch.setattr(ridge, "SYRK_FROM_ROWS", rows)
+        row_sse = np.empty(M.shape[0])
+        solutions[path] = ridge_rows(M.indptr, M.indices, M.data, Y.astype(dtype), reg,
+                                     dtype=dtype, row_sse=row_sse)
+        ref = _reference(M, Y.astype(dtype).astype(float), reg)
+        tol = 1e-10 if dtype == np.float64 else 2e-4
+        np.testing.assert_allclose(solutions[path], ref, atol=tol, rtol=tol)
+        residual = [np.sum((M.data[M.indptr[r]:M.indptr[r + 1]]
+                            - Y[M.indices[M.indptr[r]:M.indptr[r + 1]]] @ ref[r]) ** 2)
+                    for r in range(M.shape[0])]
+        np.testing.assert_allclose(row_sse, residual, rtol=10 * tol)
+    assert solutions["syrk"].dtype == dtype
+    np.testing.assert_allclose(solutions["syrk"], solutions["gemm"],
+                               rtol=1e-12 if dtype == np.float64 else 1e-4,
+                               atol=1e-12 if dtype == np.float64 else 1e-5)

@@ -26,6 +26,7 @@ from mflib.solvers.riemannian import (
     partition_users,
     snapshot_bb_step,
     solve_proximal,
+    time_retractions,
     variance_reduced_epoch,
 )
 from mflib.solvers.riemannian.objectives import DaneLocalObjective
@@ -342,15 +343,16 @@ def test_catalyst_inner_solver_decreases_proximal_objective(problem, method):
     centre = manifold.random_point(rng)
     start = manifold.retraction(centre, 0.3 * manifold.random_tangent(centre, rng))
     kappa = 0.05
+    radius = 0.05 if method == "spider" else None
     point, proximal, used = solve_proximal(method, problem, centre, kappa, start, 2.0, 3, 7, 8,
-                                           "uniform", rng)
+                                           "uniform", rng, max_step_length=radius)
     assert used > 0
     F_start, F_end = proximal.cost(start)[0], proximal.cost(point)[0]
     assert F_end < F_start
     # the minimiser of F is not the minimiser of f: the proximal term pulls towards the
     # centre, so the solution is closer to the centre than an unregularised solve
     free, _, _ = solve_proximal(method, problem, centre, 1e-12, start, 2.0, 3, 7, 8,
-                                "uniform", np.random.default_rng(7))
+                                "uniform", np.random.default_rng(7), max_step_length=radius)
     assert manifold.dist(point, centre) < manifold.dist(free, centre)
 
 
@@ -414,7 +416,9 @@ def test_euclidean_gradient_of_full_objective(planted):
 
 MORE = [
     (Catalyst, {"max_iter": 10, "batch_size": 8}),
-    (Catalyst, {"max_iter": 10, "batch_size": 8, "inner_solver": "spider"}),
+    # SPIDER's normalised steps are shorter than SARAH's far from the minimum (its
+    # objective is within 1% of the minimum at iteration 12 here, SARAH's at 9)
+    (Catalyst, {"max_iter": 14, "batch_size": 8, "inner_solver": "spider"}),
     (DANE, {"max_iter": 15, "n_workers": 3}),
     (EuclideanGD, {"max_iter": 300}),
 ]
@@ -447,3 +451,137 @@ def test_more_optimisers_recover_planted_low_rank(planted, cls, params):
 def test_bad_parameters_are_named(planted, cls, params, match):
     with pytest.raises(ValueError, match=match):
         cls(verbose=0, **params).fit(planted[0])
+
+
+# ------------------------------------------------------------------ SPIDER vs SARAH
+def _recorded_moves(problem, method, radius, monkeypatch):
+    """Lengths of the tangent moves of one epoch from a fixed point and minibatches."""
+    manifold = problem.manifold
+    moves = []
+    retract = type(manifold).retraction
+
+    def recording(self, point, vector, method=None):
+        moves.append(float(np.linalg.norm(vector)))
+        return retract(self, point, vector, method)
+
+    monkeypatch.setattr(type(manifold), "retraction", recording)
+    start = manifold.random_point(np.random.default_rng(11))
+    variance_reduced_epoch(method, problem, start, 2.0, 12, 8, "uniform",
+                           np.random.default_rng(12), max_step_length=radius)
+    monkeypatch.undo()
+    return np.array(moves)
+
+
+def test_spider_moves_a_fixed_length_while_sarah_steps_are_longer(problem, monkeypatch):
+    sarah = _recorded_moves(problem, "sarah", None, monkeypatch)
+    radius = 0.5 * float(np.median(sarah))
+    spider = _recorded_moves(problem, "spider", radius, monkeypatch)
+    assert spider.max() <= radius * (1 + 1e-12)
+    # the first step (the full gradient, the same for both) is cut to the radius
+    assert sarah[0] > radius and spider[0] == pytest.approx(radius, rel=1e-12)
+    assert np.sum(np.isclose(spider, radius, rtol=1e-12)) >= 2
+    with pytest.raises(ValueError, match="max_step_length >= 0"):
+        _recorded_moves(problem, "spider", None, monkeypatch)
+
+
+def test_spider_and_sarah_fits_differ(planted):
+    """Regression: SPIDER's radius was the length of its epoch's first step, which the
+    shrinking estimates never exceeded, so RSPIDER (and Catalyst with it) was RSARAH."""
+    rm, _ = planted
+    kw = dict(n_factors=3, center="none", max_iter=3, batch_size=8, random_state=0, verbose=0)
+    sarah = RSARAH(**kw).fit(rm).history_["objective"]
+    spider = RSPIDER(**kw).fit(rm).history_["objective"]
+    assert not np.allclose(sarah, spider, rtol=1e-6)
+    sarah = Catalyst(inner_solver="sarah", **kw).fit(rm).history_["objective"]
+    spider = Catalyst(inner_solver="spider", **kw).fit(rm).history_["objective"]
+    assert not np.allclose(sarah, spider, rtol=1e-6)
+
+
+def test_spider_default_step_length_binds_in_the_first_epoch(planted, monkeypatch):
+    rm, _ = planted
+    model = RSPIDER(n_factors=3, center="none", max_iter=1, batch_size=8, random_state=0,
+                    verbose=0)
+    moves = []
+    retract = Grassmann.retraction
+
+    def recording(self, point, vector, method=None):
+        moves.append(float(np.linalg.norm(vector)))
+        return retract(self, point, vector, method)
+
+    radius = []
+    first = RSPIDER._first_step_size
+
+    def remember(self, state):
+        first(self, state)
+        radius.append(state.extra["max_step_length"])
+        moves.clear()  # the "auto" learning-rate search retracts too
+
+    monkeypatch.setattr(Grassmann, "retraction", recording)
+    monkeypatch.setattr(RSPIDER, "_first_step_size", remember)
+    model.fit(rm)
+    moves, radius = np.array(moves), radius[-1]  # (the first fit may be a warm-up's)
+    assert moves.max() <= radius * (1 + 1e-12)
+    assert np.isclose(moves, radius, rtol=1e-12).sum() >= 1
+
+
+# ------------------------------------------------------------------ QR retraction
+def test_qr_retraction_is_the_q_factor_with_positive_r_diagonal():
+    manifold = Grassmann(300, 7)
+    rng = np.random.default_rng(3)
+    U = manifold.random_point(rng)
+    for scale in (1e-6, 0.5, 3.0):
+        xi = scale * manifold.random_tangent(U, rng)
+        Q = manifold.retraction(U, xi, "qr")
+        R = Q.T @ (U + xi)
+        np.testing.assert_allclose(Q.T @ Q, np.eye(7), atol=1e-13)
+        np.testing.assert_allclose(np.tril(R, -1), 0.0, atol=1e-12 * max(1.0, scale))
+        assert (np.diag(R) > 0).all()
+        np.testing.assert_allclose(Q @ R, U + xi, atol=1e-12 * max(1.0, scale))
+        q, r = np.linalg.qr(U + xi)  # Householder, signs fixed: the same matrix
+        np.testing.assert_allclose(Q, q * np.sign(np.diag(r)), atol=1e-12)
+
+
+def test_qr_retraction_survives_a_huge_step():
+    """Beyond what Cholesky QR keeps accurate, Householder QR gives the same map."""
+    manifold = Grassmann(40, 3)
+    rng = np.random.default_rng(1)
+    U = manifold.random_point(rng)
+    xi = manifold.random_tangent(U, rng)
+    for scale in (50.0, 1e3, 1e9):
+        Q = manifold.retraction(U, scale * xi, "qr")
+        np.testing.assert_allclose(Q.T @ Q, np.eye(3), atol=1e-12)
+        R = Q.T @ (U + scale * xi)
+        assert (np.diag(R) > 0).all()
+        np.testing.assert_allclose(np.tril(R, -1), 0.0, atol=1e-12 * scale)
+
+
+def test_time_retractions_runs_with_one_blas_thread(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    manifold = Grassmann(50, 3)
+    seen = []
+    retract = Grassmann.retraction
+
+    def recording(self, point, vector, method=None):
+        seen.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+        return retract(self, point, vector, method)
+
+    monkeypatch.setattr(Grassmann, "retraction", recording)
+    table = time_retractions(manifold, np.random.default_rng(0), n_calls=2)
+    assert seen and set(seen) == {1}
+    assert list(table["map"]) == ["qr", "polar", "cayley", "exp"]
+
+
+@pytest.mark.parametrize("cls", [RGD, RSVRG, Catalyst, DANE])
+def test_recorded_train_rmse_equals_a_direct_computation(planted, cls):
+    """Each iteration's train_rmse (from the residuals f was evaluated with) is the RMSE
+    of the model as it stood: a fit stopped there gives that model (same seed)."""
+    rm, _ = planted
+    kw = dict(n_factors=3, random_state=0, verbose=0, tol=0.0)
+    if cls is not RGD and cls is not DANE:
+        kw["batch_size"] = 8
+    history = cls(max_iter=3, **kw).fit(rm).history_
+    for n in (1, 3):
+        model = cls(max_iter=n, **kw).fit(rm)
+        direct = np.sqrt(np.mean((model.predict(rm) - rm.ratings) ** 2))
+        assert history["train_rmse"][n - 1] == pytest.approx(direct, rel=1e-9)

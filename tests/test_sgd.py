@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 
@@ -158,17 +160,6 @@ def test_hogwild_fits_as_well_as_serial():
         assert parallel == pytest.approx(serial[-1], rel=0.1), mode
 
 
-def test_group_by_block_is_a_stable_counting_sort():
-    rng = np.random.default_rng(0)
-    block_of = rng.integers(0, 5, 40)
-    start = np.zeros(6, dtype=np.int64)
-    np.cumsum(np.bincount(block_of, minlength=5), out=start[1:])
-    order = rng.permutation(40)
-    out = np.empty(40, dtype=np.int64)
-    kernels.group_by_block(order, block_of, start, out)
-    np.testing.assert_array_equal(out, order[np.argsort(block_of[order], kind="stable")])
-
-
 def test_blocked_kernel_matches_sequential_reference(tiny):
     """Strata run blocks in parallel; as the blocks of a stratum share no row, that must
     equal running them one after another (here: in the NumPy reference)."""
@@ -181,14 +172,39 @@ def test_blocked_kernel_matches_sequential_reference(tiny):
     np.cumsum(np.bincount(block_of, minlength=g * g), out=start[1:])
     grouped = np.argsort(block_of, kind="stable")
     schedule = np.array([[0, 3], [1, 2]])  # strata {(0,0), (1,1)} and {(0,1), (1,0)}
-    fast = [a.copy() for a in params]
-    kernels.sgd_epoch_blocked(users[grouped], items[grouped], rm.ratings[grouped], start,
-                              schedule, 3.0, *fast, 0.05, LAM)
-    visits = np.concatenate([grouped[start[b] : start[b + 1]] for b in schedule.ravel()])
+    # each block's positions in a random order of their own
+    order = np.concatenate([start[b] + rng.permutation(start[b + 1] - start[b])
+                            for b in range(g * g)])
+    visits = np.concatenate([grouped[order[start[b] : start[b + 1]]]
+                             for b in schedule.ravel()])
     ref = [a.copy() for a in params]
     reference_epoch(users, items, rm.ratings, visits, 3.0, *ref, 0.05, LAM)
-    for a, b in zip(fast, ref, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    from mflib import execution
+
+    for threads in ("serial", "parallel"):
+        fast = [a.copy() for a in params]
+        with execution.every_path_parallel() if threads == "parallel" else nullcontext():
+            kernels.sgd_epoch_blocked(users[grouped], items[grouped], rm.ratings[grouped],
+                                      order, start, schedule, 3.0, *fast, 0.05, LAM)
+        for a, b in zip(fast, ref, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_shuffle_within_blocks_permutes_each_block_uniformly():
+    start = np.array([0, 3, 3, 7], dtype=np.int64)
+    order = np.empty(7, dtype=np.int64)
+    rng = np.random.default_rng(0)
+    seen = {}
+    for _ in range(3000):
+        kernels.shuffle_within_blocks(order, start, rng.random(7))
+        assert sorted(order[:3]) == [0, 1, 2] and sorted(order[3:]) == [3, 4, 5, 6]
+        key = tuple(order[:3])
+        seen[key] = seen.get(key, 0) + 1
+    # the 6 orders of the first block, each about 1/6 of the time (5 sigma: +-0.034)
+    assert len(seen) == 6
+    assert all(abs(count / 3000 - 1 / 6) < 0.035 for count in seen.values())
+    kernels.shuffle_within_blocks(order, start, np.full(7, np.nextafter(1.0, 0.0)))
+    assert sorted(order) == list(range(7))  # a uniform next to 1 stays in range
 
 
 def test_blocked_is_deterministic_whatever_the_threads(small_low_rank):
@@ -225,8 +241,8 @@ def test_divergence_stops_with_advice_and_finite_predictions(small_low_rank):
     ({"regularization": -1.0}, "regularization must be a real number >= 0"),
     ({"n_factors": 0}, "n_factors must be an integer >= 1"),
     ({"dtype": "int32"}, "dtype must be one of 'float64', 'float32'"),
-    ({"parallel": "threads"}, "parallel must be one of None, False, 'blocked', 'hogwild'; "
-                              "got 'threads'"),
+    ({"parallel": "threads"}, "parallel must be one of 'auto', None, False, 'blocked', "
+                              "'hogwild'; got 'threads'"),
     ({"parallel": "blocked", "shuffle": False}, "use shuffle=True"),
     ({"schedule": "exponential", "decay": 1.5}, r"decay must be in \(0, 1\]"),
 ])
@@ -279,3 +295,109 @@ def test_tolerance_and_callbacks_stop_the_fit(small_low_rank):
     early.fit(split.train, eval_set=split.test)
     assert early.stop_reason_.startswith("early_stopping") and early.n_iter_ < 400
     assert len(early.history_["val_rmse"]) == early.n_iter_
+
+
+def test_training_sse_equals_direct_sum(tiny):
+    rm, users, items, (bu, bi, P, Q) = tiny
+    lay = _Workspace.build(rm).layout
+    direct = sum((r - (3.0 + bu[u] + bi[i] + P[u] @ Q[i])) ** 2
+                 for u, i, r in zip(users, items, rm.ratings, strict=True))
+    for threads in ("serial", "parallel"):
+        from mflib import execution
+
+        below = dict(execution.SERIAL_BELOW)
+        try:
+            execution.SERIAL_BELOW["residuals"] = 0 if threads == "parallel" else 1 << 60
+            sse = kernels.training_sse(lay.user_indptr, lay.user_items, lay.ratings_csr, 3.0,
+                                       bu, bi, P, Q)
+        finally:
+            execution.SERIAL_BELOW.update(below)
+        assert sse == pytest.approx(direct, rel=1e-12), threads
+
+
+@pytest.mark.parametrize("params", [{}, {"dtype": "float32"}, {"parallel": "blocked"},
+                                    {"record_grad_norm": True}])
+def test_recorded_objective_and_rmse_equal_a_direct_computation(small_low_rank, params):
+    """Every epoch's objective and train_rmse describe the model after that epoch: a fit
+    of n epochs (same seed, so the same epochs) gives the model to compare with."""
+    rm, _ = small_low_rank
+    kw = dict(n_factors=3, learning_rate=0.02, regularization=LAM, random_state=4, verbose=0,
+              **params)
+    history = SGD(max_iter=3, **kw).fit(rm).history_
+    users, items = rm.users, rm.items
+    for n in (1, 2, 3):
+        m = SGD(max_iter=n, **kw).fit(rm)
+        P, Q = m.user_factors_.astype(float), m.item_factors_.astype(float)
+        bu, bi = m.user_bias_.astype(float), m.item_bias_.astype(float)
+        direct = np.mean([rating_loss(r, m.global_mean_, bu[u], bi[i], P[u], Q[i])
+                          for u, i, r in zip(users, items, rm.ratings, strict=True)])
+        rtol = 1e-5 if params.get("dtype") == "float32" else 1e-10
+        assert history["objective"][n - 1] == pytest.approx(direct, rel=rtol)
+        assert history["train_rmse"][n - 1] == pytest.approx(
+            rmse(rm.ratings, m.predict(rm)), rel=rtol)
+    assert ("grad_norm" in history) == bool(params.get("record_grad_norm"))
+
+
+def test_grad_norm_when_asked_is_the_norm_of_the_full_gradient(small_low_rank):
+    from mflib.solvers.sgd import full_gradient
+
+    rm, _ = small_low_rank
+    m = SGD(n_factors=3, max_iter=2, regularization=LAM, record_grad_norm=True,
+            random_state=1, verbose=0).fit(rm)
+    state = StochasticState(m.global_mean_, m.user_bias_, m.item_bias_, m.user_factors_,
+                            m.item_factors_, workspace=_Workspace.build(rm))
+    norm = np.sqrt(sum(np.sum(g ** 2) for g in full_gradient(state, LAM)))
+    assert m.history_["grad_norm"][-1] == pytest.approx(norm, rel=1e-10)
+
+
+def test_auto_mode_is_blocked_on_threads_only_above_the_measured_size(small_low_rank,
+                                                                      monkeypatch):
+    from mflib import execution
+
+    rm, _ = small_low_rank
+    calls = []
+    for name in ("_sgd_epoch_blocked_serial", "_sgd_epoch_blocked_parallel"):
+        kernel = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name,
+                            lambda *a, _k=kernel, _n=name: (calls.append(_n), _k(*a))[1])
+    kw = dict(max_iter=1, n_factors=2, random_state=0, verbose=0)
+    small = SGD(n_jobs=2, **kw).fit(rm)
+    assert small.parallel_mode_ == "blocked" and calls[-1] == "_sgd_epoch_blocked_serial"
+    monkeypatch.setitem(execution.SERIAL_BELOW, "sgd_blocked", rm.nnz)
+    large = SGD(n_jobs=2, **kw).fit(rm)
+    threads = "parallel" if execution.max_threads() > 1 else "serial"
+    assert calls[-1] == f"_sgd_epoch_blocked_{threads}"
+    np.testing.assert_array_equal(small.user_factors_, large.user_factors_)
+    assert SGD(shuffle=False, **kw).fit(rm).parallel_mode_ == "serial"
+    assert SGD(parallel=None, **kw).fit(rm).parallel_mode_ == "serial"
+
+
+def test_float32_epoch_matches_reference_in_float32(tiny):
+    """The float32 kernel steps rows with its coefficients rounded to float32; a NumPy
+    replay doing the same agrees to float32 precision."""
+    rm, users, items, params = tiny
+    fast = [a.astype(np.float32) for a in params]
+    ref = [a.astype(np.float64) for a in fast]
+    order = np.random.default_rng(2).permutation(rm.nnz)
+    kernels.sgd_epoch(users[order].astype(np.int32), items[order].astype(np.int32),
+                      rm.ratings[order], 3.0, *fast, 0.05, LAM)
+    reference_epoch(users, items, rm.ratings, order, 3.0, *ref, 0.05, LAM)
+    for a, b in zip(fast, ref, strict=True):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_group_ratings_by_block_is_a_stable_counting_sort():
+    rng = np.random.default_rng(1)
+    users = rng.integers(0, 9, 60).astype(np.int32)
+    items = rng.integers(0, 7, 60).astype(np.int32)
+    ratings = rng.normal(size=60)
+    user_group, item_group = rng.permutation(9) % 3, rng.permutation(7) % 3
+    start, u, i, r = kernels.group_ratings_by_block(users, items, ratings, user_group,
+                                                    item_group, 3)
+    block = user_group[users] * 3 + item_group[items]
+    order = np.argsort(block, kind="stable")
+    np.testing.assert_array_equal(u, users[order])
+    np.testing.assert_array_equal(i, items[order])
+    np.testing.assert_array_equal(r, ratings[order])
+    np.testing.assert_array_equal(start, np.r_[0, np.cumsum(np.bincount(block, minlength=9))])

@@ -48,3 +48,29 @@ def test_a_batch_sums_the_steps_taken_from_its_start():
             rQ[i] += lr * (e * start[2][u] - lam * start[3][i])
     for got, want in zip((bu, bi, P, Q), ref, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_the_gpu_path_runs_the_minibatch_epoch_and_records_its_loss():
+    """SGD(device="gpu") with NumPy as the array module: each epoch is the minibatch
+    epoch of the kernel above (from the same seeded order), and the recorded objective and
+    training RMSE are those of the model it returns."""
+    import mflib
+    from mflib.backend import emulated_gpu
+
+    rm, _ = make_low_rank(40, 30, 2, 0.5, random_state=3)
+    with emulated_gpu():
+        model = mflib.SGD(n_factors=3, max_iter=4, batch_size=7, random_state=0,
+                          device="gpu").fit(rm)
+    assert model.parallel_mode_ == "gpu"
+    rng = np.random.default_rng(0)
+    P = rng.normal(0, 0.1, (rm.n_users, 3))
+    Q = rng.normal(0, 0.1, (rm.n_items, 3))
+    bu, bi, mu = np.zeros(rm.n_users), np.zeros(rm.n_items), rm.ratings.mean()
+    for epoch in range(4):
+        minibatch_epoch(np, rm.users.astype(np.int64), rm.items.astype(np.int64), rm.ratings,
+                        rng.permutation(rm.nnz), 7, mu, bu, bi, P, Q, 0.005, 0.02)
+    np.testing.assert_allclose(model.user_factors_, P, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(model.item_bias_, bi, rtol=1e-12, atol=1e-14)
+    pred = model.predict(rm)
+    np.testing.assert_allclose(model.history_["train_rmse"][-1],
+                               np.sqrt(np.mean((rm.ratings - pred) ** 2)), rtol=1e-10)

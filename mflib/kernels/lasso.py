@@ -22,7 +22,7 @@ import numba
 import numpy as np
 
 from ..execution import single_threaded_blas
-from .ridge import _gather
+from .ridge import _gather, _residual_ss
 
 
 @numba.njit(cache=True, inline="always")
@@ -35,10 +35,12 @@ def _soft_threshold(z, t):
 
 
 @numba.njit(parallel=True, cache=True)
-def _lasso_rows(indptr, indices, values, weights, Y, alpha, out, max_sweeps, tol, sweeps_done):
+def _lasso_rows(indptr, indices, values, weights, Y, alpha, out, max_sweeps, tol, sweeps_done,
+                sse):
     n_rows = indptr.shape[0] - 1
     k = Y.shape[1]
     for r in numba.prange(n_rows):
+        sse[r] = 0.0
         if indptr[r + 1] == indptr[r]:
             for f in range(k):
                 out[r, f] = 0.0
@@ -72,10 +74,11 @@ def _lasso_rows(indptr, indices, values, weights, Y, alpha, out, max_sweeps, tol
         sweeps_done[r] = sweep
         for f in range(k):
             out[r, f] = x[f]
+        sse[r] = _residual_ss(G, weights, values, indptr[r], x)
 
 
 def lasso_rows(indptr, indices, values, Y, alpha, *, out=None, max_sweeps=100,
-               tol=1e-6) -> tuple[np.ndarray, np.ndarray]:
+               tol=1e-6, row_sse=None) -> tuple[np.ndarray, np.ndarray]:
     """Solve one Lasso problem per CSR row; see the module docstring.
 
     Parameters
@@ -90,6 +93,9 @@ def lasso_rows(indptr, indices, values, Y, alpha, *, out=None, max_sweeps=100,
         Most coordinate sweeps per row.
     tol : float
         Stop a row when no coordinate moved more than ``tol * max|x_f|``.
+    row_sse : float64 ndarray of shape (n_rows,), optional
+        Filled with each row's residual sum of squares ``|v_r - Y_Jr x_r|^2`` at the
+        returned solution (0 for empty rows), from the rows the solve already gathered.
 
     Returns
     -------
@@ -108,6 +114,11 @@ def lasso_rows(indptr, indices, values, Y, alpha, *, out=None, max_sweeps=100,
             f"{out.dtype} {out.shape}"
         )
     sweeps = np.zeros(n_rows, dtype=np.int64)
+    if row_sse is None:
+        row_sse = np.empty(n_rows)
+    elif row_sse.shape != (n_rows,) or row_sse.dtype != np.float64:
+        raise ValueError(f"row_sse must be a float64 array of shape {(n_rows,)}, got "
+                         f"{row_sse.dtype} {row_sse.shape}")
     with single_threaded_blas():
         _lasso_rows(
             np.ascontiguousarray(indptr, dtype=np.int64),
@@ -120,5 +131,6 @@ def lasso_rows(indptr, indices, values, Y, alpha, *, out=None, max_sweeps=100,
             int(max_sweeps),
             float(tol),
             sweeps,
+            row_sse,
         )
     return out, sweeps

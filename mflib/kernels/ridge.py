@@ -11,10 +11,12 @@ Two inner solvers, rows in parallel (numba ``prange``):
 
 * ``"cholesky"`` (exact): the row's factors ``Y_J`` are gathered into a contiguous
   block, the k x k Gram matrix is formed by BLAS products (BLAS limited to one
-  thread per numba thread) and factorised by Cholesky. Cost ``O(n_r k^2 + k^3)``.
-  Cholesky reads only the lower triangle, so from rank 64 the Gram matrix is built
-  from 2 x 2 column blocks without the upper-right one (3/4 of the work), and rows
-  of 512+ entries are multiplied in slices that stay in cache.
+  thread per numba thread, one thread per row group) and factorised by Cholesky.
+  Cost ``O(n_r k^2 + k^3)``. Cholesky reads only the lower triangle: long unweighted
+  rows (``SYRK_FROM_ROWS`` entries, rank ``SYRK_FROM_RANK`` on) get it from one BLAS
+  ``syrk`` (half the multiply-adds); other rows from gemm, from rank 64 on 2 x 2 column
+  blocks without the upper-right one (3/4 of the work), rows of 512+ entries in slices
+  that stay in cache.
   A row with fewer entries than ``k`` (most rows of a rating matrix at large ranks)
   is solved in its n_r-dimensional dual instead: with ``H = W^(1/2) Y_J`` and
   ``D = reg[r] diag(s)``, the push-through identity
@@ -36,8 +38,11 @@ be returned too (``row_sse``), so a fit gets its loss without another pass.
 
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
+from numba import types
+from numba.extending import get_cython_function_address, overload
 
 from ..execution import single_threaded_blas
 from ..validation import check_choice, check_positive_int
@@ -49,6 +54,23 @@ SOLVERS = ("cholesky", "cg")
 # low ids in MovieLens), and static blocks left one thread idle. Rank 128 on ml-100k:
 # 0.106 s -> 0.094 s per pair of half-steps on 2 threads.
 _ROWS_PER_CHUNK = 16
+
+
+# Which rows get their Gram matrix from one BLAS syrk (one triangle: half the
+# multiply-adds) rather than gemm on column blocks (3/4 of them from rank 64), both
+# single-threaded BLAS inside a numba thread: unweighted rows of at least SYRK_FROM_ROWS
+# entries at ranks from SYRK_FROM_RANK on. Whole row solves on the 10M-rating synthetic
+# matrix, one thread, best of 5 (2 shared cores, load ~8), ns per rating, gemm -> syrk:
+# rank 64 float64 rows of ~1000 entries 742 -> 640, float32 301 -> 213; rows of ~143
+# entries 663 -> 829 (float64), 408 -> 386 (float32). syrk's own overhead loses on short
+# rows; below rank 32 gemm won at every length (Gram alone, k = 10).
+SYRK_FROM_RANK = 32
+SYRK_FROM_ROWS = 512
+_NEVER = np.iinfo(np.int64).max
+
+
+def _syrk_from_rows(k: int) -> int:
+    return SYRK_FROM_ROWS if k >= SYRK_FROM_RANK else _NEVER
 
 
 # Reassociation lets LLVM vectorise the dot-product reductions below. The code a row
@@ -166,6 +188,58 @@ def _lower_gram(GW, G, weighted):
     return A
 
 
+# BLAS syrk (C <- A A^T, one triangle: half the multiply-adds of a gemm) from SciPy's
+# cython_blas, called by symbol name. The address is registered with LLVM in every
+# process that imports this module, so kernels that call it stay cacheable on disk
+# (a ctypes pointer would freeze one process's address into the cache).
+for _name in ("dsyrk", "ssyrk"):
+    llvm.add_symbol(f"mflib_{_name}",
+                    get_cython_function_address("scipy.linalg.cython_blas", _name))
+_SYRK_SIGNATURE = types.void(*([types.voidptr] * 10))
+_dsyrk = types.ExternalFunction("mflib_dsyrk", _SYRK_SIGNATURE)
+_ssyrk = types.ExternalFunction("mflib_ssyrk", _SYRK_SIGNATURE)
+
+
+def _syrk(chars, ints, scalars, G, A):
+    """``A`` (k, k) <- the lower triangle of ``G^T G`` (see :func:`_lower_syrk`)."""
+    raise NotImplementedError("compiled only")
+
+
+@overload(_syrk)
+def _syrk_typed(chars, ints, scalars, G, A):
+    call = _dsyrk if G.dtype == types.float64 else _ssyrk
+
+    def impl(chars, ints, scalars, G, A):
+        call(chars[0:1].ctypes, chars[1:2].ctypes, ints[0:1].ctypes, ints[1:2].ctypes,
+             scalars[0:1].ctypes, G.ctypes, ints[0:1].ctypes, scalars[1:2].ctypes, A.ctypes,
+             ints[0:1].ctypes)
+
+    return impl
+
+
+@numba.njit(cache=True)
+def _lower_syrk(G):
+    """The lower triangle of ``G^T G`` for a C-contiguous (n_r, k) ``G``, by one BLAS
+    syrk; above the diagonal is left unset.
+
+    BLAS is column-major: the row-major ``G`` is the (k, n_r) matrix ``G^T`` with leading
+    dimension k, so syrk("U", "N") forms ``G^T G`` in the column-major upper triangle,
+    which in row-major memory is the lower one."""
+    n_r, k = G.shape
+    A = np.empty((k, k), dtype=G.dtype)
+    ints = np.empty(2, dtype=np.int32)
+    ints[0] = k
+    ints[1] = n_r
+    chars = np.empty(2, dtype=np.uint8)
+    chars[0] = 85  # "U"
+    chars[1] = 78  # "N"
+    scalars = np.empty(2, dtype=G.dtype)
+    scalars[0] = 1.0  # alpha
+    scalars[1] = 0.0  # beta
+    _syrk(chars, ints, scalars, G, A)
+    return A
+
+
 @numba.njit(cache=True, inline="always")
 def _accumulate(block, product, s):
     if s == 0:
@@ -231,7 +305,8 @@ def _solve_dual(indptr, indices, values, weights, Y, r, reg_r, scale, out):
 
 
 @numba.njit(parallel=True, cache=True)
-def _ridge_cholesky(indptr, indices, values, weights, Y, reg, out, scale, failed, sse):
+def _ridge_cholesky(indptr, indices, values, weights, Y, reg, out, scale, failed, sse,
+                    syrk_from_rows):
     n_rows = indptr.shape[0] - 1
     k = Y.shape[1]
     min_scale = scale.min() if k > 0 else 0.0
@@ -250,9 +325,12 @@ def _ridge_cholesky(indptr, indices, values, weights, Y, reg, out, scale, failed
                 sse[r] = row_sse
             continue
         G, GW, b = _gather(indptr, indices, values, weights, Y, r)
-        # the Gram matrix through BLAS gemm (single-threaded inside each numba thread):
-        # several times faster than rank-1 updates at k >= 32
-        A = _lower_gram(GW, G, weights.shape[0] > 0)
+        # the Gram matrix through BLAS (single-threaded inside each numba thread): one
+        # syrk for long unweighted rows, gemm on column blocks otherwise
+        if n_r >= syrk_from_rows and weights.shape[0] == 0:
+            A = _lower_syrk(G)
+        else:
+            A = _lower_gram(GW, G, weights.shape[0] > 0)
         for a in range(k):
             A[a, a] += reg[r] * scale[a]
         if _cholesky_solve(A, b, k):
@@ -418,7 +496,7 @@ def ridge_rows(indptr, indices, values, Y, reg, *, weights=None, out=None, solve
     failed = np.zeros(n_rows, dtype=np.bool_)
     # BLAS calls from inside numba's threads must not start threads of their own
     with single_threaded_blas(), numba.parallel_chunksize(_ROWS_PER_CHUNK):
-        _ridge_cholesky(*args, failed, row_sse)
+        _ridge_cholesky(*args, failed, row_sse, _syrk_from_rows(k))
     if failed.any():
         bad = np.flatnonzero(failed)
         raise np.linalg.LinAlgError(

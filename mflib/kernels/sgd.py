@@ -39,9 +39,12 @@ def _sgd_update(u, i, rating, mu, user_bias, item_bias, P, Q, lr, lam):
     err = rating - (mu + user_bias[u] + item_bias[i] + dot)
     user_bias[u] += lr * (err - lam * user_bias[u])
     item_bias[i] += lr * (err - lam * item_bias[i])
-    # p <- p + lr (err q - lam p), written as shrink * p + gain * q
-    gain = lr * err
-    shrink = 1.0 - lr * lam
+    # p <- p + lr (err q - lam p), written as shrink * p + gain * q. The two coefficients
+    # are cast to the factors' precision: float64 coefficients would make every
+    # multiply-add of a float32 row a float64 one with two conversions, which kept LLVM
+    # from vectorising the loop (float32 epochs ran 1.3-3.5x slower than float64 ones)
+    gain = P.dtype.type(lr * err)
+    shrink = P.dtype.type(1.0 - lr * lam)
     for f in range(p_u.shape[0]):
         puf = p_u[f]
         qif = q_i[f]
@@ -77,30 +80,88 @@ def sgd_epoch_hogwild(users, items, ratings, mu, user_bias, item_bias, P, Q, lea
 
 
 @numba.njit(cache=True, nogil=True)
-def group_by_block(order, block_of, block_start, out):
-    """Counting sort: ``out`` lists ``order`` grouped by block, keeping ``order``'s
-    sequence within each block. ``block_start`` (n_blocks + 1,) holds the offsets."""
+def group_ratings_by_block(users, items, ratings, user_group, item_group, n_groups):
+    """The ratings stored grouped by block ``user_group[u] * n_groups + item_group[i]``
+    (a stable counting sort, two passes): ``(block_start, users, items, ratings)``."""
+    n_blocks = n_groups * n_groups
+    block_start = np.zeros(n_blocks + 1, dtype=np.int64)
+    for n in range(ratings.shape[0]):
+        block_start[user_group[users[n]] * n_groups + item_group[items[n]] + 1] += 1
+    for b in range(n_blocks):
+        block_start[b + 1] += block_start[b]
     fill = block_start[:-1].copy()
-    for n in range(order.shape[0]):
-        j = order[n]
-        b = block_of[j]
-        out[fill[b]] = j
-        fill[b] += 1
+    out_users = np.empty_like(users)
+    out_items = np.empty_like(items)
+    out_ratings = np.empty_like(ratings)
+    for n in range(ratings.shape[0]):
+        b = user_group[users[n]] * n_groups + item_group[items[n]]
+        m = fill[b]
+        out_users[m] = users[n]
+        out_items[m] = items[n]
+        out_ratings[m] = ratings[n]
+        fill[b] = m + 1
+    return block_start, out_users, out_items, out_ratings
+
+
+@numba.njit(cache=True, nogil=True)
+def shuffle_within_blocks(order, block_start, uniforms):
+    """``order[s:e]`` of every block (offsets ``block_start``) becomes a uniformly random
+    permutation of ``s .. e-1``: Fisher-Yates driven by ``uniforms`` (one float in [0, 1)
+    per position, drawn by the caller's generator, so the shuffle is reproducible)."""
+    for b in range(block_start.shape[0] - 1):
+        s = block_start[b]
+        e = block_start[b + 1]
+        for j in range(s, e):
+            order[j] = j
+        for j in range(e - 1, s, -1):
+            k = s + int(uniforms[j] * (j - s + 1))
+            k = min(k, j)  # uniforms[j] * (j - s + 1) may round up to j - s + 1
+            tmp = order[j]
+            order[j] = order[k]
+            order[k] = tmp
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
+def _sgd_block(users, items, ratings, order, block_start, b, mu, user_bias, item_bias, P, Q,
+               learning_rate, regularization):
+    for m in range(block_start[b], block_start[b + 1]):
+        n = order[m]
+        _sgd_update(users[n], items[n], ratings[n], mu, user_bias, item_bias, P, Q,
+                    learning_rate, regularization)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
-def sgd_epoch_blocked(users, items, ratings, block_start, schedule, mu, user_bias, item_bias,
-                      P, Q, learning_rate, regularization):
-    """Stratified SGD (DSGD / FPSGD): ratings arrive grouped by block (user group x item
-    group, offsets ``block_start``); ``schedule[s]`` lists the blocks of stratum s, which
-    share no user and no item, so they run on parallel threads without races and the
-    result does not depend on the threads. Strata run one after the other."""
+def _sgd_epoch_blocked_parallel(users, items, ratings, order, block_start, schedule, mu,
+                                user_bias, item_bias, P, Q, learning_rate, regularization):
     for s in range(schedule.shape[0]):
         for g in numba.prange(schedule.shape[1]):
-            b = schedule[s, g]
-            for n in range(block_start[b], block_start[b + 1]):
-                _sgd_update(users[n], items[n], ratings[n], mu, user_bias, item_bias, P, Q,
-                            learning_rate, regularization)
+            _sgd_block(users, items, ratings, order, block_start, schedule[s, g], mu,
+                       user_bias, item_bias, P, Q, learning_rate, regularization)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _sgd_epoch_blocked_serial(users, items, ratings, order, block_start, schedule, mu,
+                              user_bias, item_bias, P, Q, learning_rate, regularization):
+    for s in range(schedule.shape[0]):
+        for g in range(schedule.shape[1]):
+            _sgd_block(users, items, ratings, order, block_start, schedule[s, g], mu,
+                       user_bias, item_bias, P, Q, learning_rate, regularization)
+
+
+def sgd_epoch_blocked(users, items, ratings, order, block_start, schedule, mu, user_bias,
+                      item_bias, P, Q, learning_rate, regularization):
+    """Stratified SGD (DSGD / FPSGD): the ratings are stored grouped by block (user group x
+    item group, offsets ``block_start``), and block ``b`` visits ``users[order[m]]``...
+    for ``m`` in its range (``order`` keeps each block's positions inside it, in the
+    epoch's random order). ``schedule[s]`` lists the blocks of stratum s, which share no
+    user and no item, so they run on parallel threads without races and the result does
+    not depend on the threads; strata run one after the other. One thread below
+    ``SERIAL_BELOW["sgd_blocked"]`` ratings: the blocks' small working sets keep the rows
+    in cache, which makes this order faster than a plain shuffle even then."""
+    kernel = (_sgd_epoch_blocked_parallel if run_parallel("sgd_blocked", ratings.shape[0])
+              else _sgd_epoch_blocked_serial)
+    kernel(users, items, ratings, order, block_start, schedule, mu, user_bias, item_bias, P, Q,
+           learning_rate, regularization)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
@@ -132,6 +193,58 @@ def residuals(users, items, ratings, mu, user_bias, item_bias, P, Q, out):
     big = run_parallel("residuals", ratings.shape[0])
     kernel = _residuals_parallel if big else _residuals_serial
     kernel(users, items, ratings, mu, user_bias, item_bias, P, Q, out)
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")
+def _row_sse(indptr, items, ratings, mu, user_bias, item_bias, P, Q, u):
+    """Sum of the squared residuals of user ``u``'s ratings (CSR row ``u``), float64;
+    ``p_u`` is read once for the whole row."""
+    p_u = P[u]
+    base = mu + user_bias[u]
+    total = 0.0
+    for j in range(indptr[u], indptr[u + 1]):
+        i = items[j]
+        q_i = Q[i]
+        # in the factors' precision: a float64 sum of float32 products runs at half the
+        # vector width, and this pass is bookkeeping (each e^2 is summed in float64)
+        dot = P.dtype.type(0.0)
+        for f in range(p_u.shape[0]):
+            dot += p_u[f] * q_i[f]
+        e = ratings[j] - (base + item_bias[i] + dot)
+        total += e * e
+    return total
+
+
+@numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _rows_sse_serial(indptr, items, ratings, mu, user_bias, item_bias, P, Q, out):
+    for u in range(indptr.shape[0] - 1):
+        out[u] = _row_sse(indptr, items, ratings, mu, user_bias, item_bias, P, Q, u)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True, fastmath=FASTMATH)
+def _rows_sse_parallel(indptr, items, ratings, mu, user_bias, item_bias, P, Q, out):
+    for u in numba.prange(indptr.shape[0] - 1):
+        out[u] = _row_sse(indptr, items, ratings, mu, user_bias, item_bias, P, Q, u)
+
+
+def training_sse(indptr, items, ratings, mu, user_bias, item_bias, P, Q) -> float:
+    """``sum_j (r_j - r_hat_j)^2`` over the ratings of a CSR layout (users x items, ratings
+    in CSR order), in one pass that writes nothing per rating: the bookkeeping of an SGD
+    epoch. Each user's sum is formed by one thread and the sums are added in user order,
+    so the result does not depend on the number of threads (threads for large inputs)."""
+    n_users = indptr.shape[0] - 1
+    per_user = np.empty(n_users)
+    if run_parallel("residuals", ratings.shape[0]):
+        with numba.parallel_chunksize(_USERS_PER_CHUNK):
+            _rows_sse_parallel(indptr, items, ratings, mu, user_bias, item_bias, P, Q, per_user)
+    else:
+        _rows_sse_serial(indptr, items, ratings, mu, user_bias, item_bias, P, Q, per_user)
+    return float(per_user.sum())
+
+
+# users handed to a thread at a time by the parallel loss pass: row lengths vary by three
+# orders of magnitude on rating data, so static halves would leave a thread idle
+_USERS_PER_CHUNK = 64
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH)
@@ -177,13 +290,24 @@ def _sum_squares(x):
     return total
 
 
-def mean_loss(resid, user_bias, item_bias, P, Q, user_counts, item_counts, regularization):
-    """The objective ``(1/N) sum_j l_j`` from the residuals of all N ratings (float64)."""
-    n = resid.shape[0]
-    sse = _sum_squares(resid)  # not np.dot: waking BLAS threads costs ms on a busy machine
+def sum_squares(x) -> float:
+    """``sum x^2`` in float64 (not np.dot: waking BLAS threads costs ms on a busy machine)."""
+    return _sum_squares(x)
+
+
+def loss_from_sse(sse, n, user_bias, item_bias, P, Q, user_counts, item_counts,
+                  regularization):
+    """The objective ``(1/N) sum_j l_j`` from the sum of squared residuals of all N
+    ratings and the parameters (the penalty: one pass over the rows, not the ratings)."""
     penalty = (_weighted_square_norms(user_bias, P, user_counts)
                + _weighted_square_norms(item_bias, Q, item_counts))
     return 0.5 * (sse + regularization * penalty) / n
+
+
+def mean_loss(resid, user_bias, item_bias, P, Q, user_counts, item_counts, regularization):
+    """The objective ``(1/N) sum_j l_j`` from the residuals of all N ratings (float64)."""
+    return loss_from_sse(_sum_squares(resid), resid.shape[0], user_bias, item_bias, P, Q,
+                         user_counts, item_counts, regularization)
 
 
 @numba.njit(cache=True, nogil=True, fastmath=FASTMATH, inline="always")

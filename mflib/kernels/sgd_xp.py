@@ -40,3 +40,25 @@ def minibatch_epoch(xp, users, items, ratings, order, batch_size, mu, user_bias,
         scatter_add(item_bias, i, lr * err - shrink * item_bias[i])
         scatter_add(P, u, gain * q - shrink * p)
         scatter_add(Q, i, gain * p - shrink * q)
+
+
+def sum_squared_residuals(xp, users, items, ratings, mu, user_bias, item_bias, P, Q,
+                          chunk: int) -> float:
+    """``sum_j (r_j - r_hat_j)^2`` over the ratings, ``chunk`` ratings at a time (so the
+    (chunk, k) temporaries stay bounded on the device)."""
+    total = 0.0
+    for start in range(0, int(ratings.shape[0]), chunk):
+        u, i = users[start:start + chunk], items[start:start + chunk]
+        err = ratings[start:start + chunk] - (mu + user_bias[u] + item_bias[i]
+                                              + xp.sum(P[u] * Q[i], axis=1))
+        total += float(xp.dot(err, err))
+    return total
+
+
+def mean_loss(sse: float, n: int, user_bias, item_bias, P, Q, user_counts, item_counts,
+              regularization: float, xp) -> float:
+    """The mean per-rating loss f of :mod:`mflib.solvers.sgd` given the SSE: each row's
+    penalty counted once per rating of that row."""
+    users = xp.dot(user_counts, user_bias * user_bias + xp.sum(P * P, axis=1))
+    items = xp.dot(item_counts, item_bias * item_bias + xp.sum(Q * Q, axis=1))
+    return (0.5 * sse + 0.5 * regularization * float(users + items)) / n

@@ -154,9 +154,10 @@ class BiasBaseline(FactorizationEstimator):
         resid = train.ratings - mu - state.item_bias[train.items]
         state.user_bias = np.bincount(train.users, resid, train.n_users) / np.maximum(n_u + lam,
                                                                                      1e-300)
-        objective = _sse(train, state) + lam * (state.user_bias @ state.user_bias
-                                                + state.item_bias @ state.item_bias)
-        return {"objective": float(objective)}
+        sse = _sse(train, state)
+        objective = sse + lam * (state.user_bias @ state.user_bias
+                                 + state.item_bias @ state.item_bias)
+        return {"objective": float(objective), "train_rmse": float(np.sqrt(sse / train.nnz))}
 
 
 # ---------------------------------------------------------------------- centring

@@ -166,17 +166,24 @@ class BiasedBCD(FactorizationEstimator):
             ridge_rows(s.user_indptr, items,
                        r - state.user_bias[users] - state.item_bias[items],
                        state.item_factors, reg, out=state.user_factors)
+            # the item block comes last: its rows' squared residuals sum to the loss of
+            # the new state (no pass over the ratings for the objective or train RMSE)
+            item_sse = np.empty(s.n_items)
             ridge_rows(s.item_indptr, item_of_csc,
                        s.ratings_csc - state.user_bias[item_of_csc]
                        - state.item_bias[item_rows],
-                       state.user_factors, reg, out=state.item_factors)
+                       state.user_factors, reg, out=state.item_factors, row_sse=item_sse)
         except np.linalg.LinAlgError as exc:
             raise StopFit(f"stopped: singular or non-finite row systems: {exc}") from exc
-        return {"objective": self.objective(state)}
+        sse = float(item_sse.sum())
+        return {"objective": self.objective(state, sse=sse),
+                "train_rmse": float(np.sqrt(sse / s.nnz))}
 
-    def objective(self, state) -> float:
-        """``F`` of the module docstring at ``state``."""
-        sse = float(np.sum(residuals(state, state.layout) ** 2))
+    def objective(self, state, sse=None) -> float:
+        """``F`` of the module docstring at ``state`` (``sse``, the sum of squared
+        residuals, is computed from ``state`` unless given)."""
+        if sse is None:
+            sse = float(np.sum(residuals(state, state.layout) ** 2))
         pen = float(np.sum(state.user_factors ** 2) + np.sum(state.item_factors ** 2))
         rated = state.layout.user_counts > 0  # a user without ratings keeps mu_u = 0
         bias_pen = float(np.sum((state.user_bias[rated] - self._mean) ** 2)

@@ -170,7 +170,9 @@ class EuclideanGD(GrassmannEstimator):
         state.bb_step = barzilai_borwein_step(_Euclidean, x, -res.step * g, state.gradient - g)
         self._unpack_into(state, res.point)
         self._current_point = state.item_factors
+        e = res.payload  # the residuals r - r_hat at the new point
         return {"objective": res.value, "grad_norm": float(np.linalg.norm(state.gradient)),
+                "train_rmse": float(np.sqrt(e @ e / e.size)),
                 "step_size": res.step, "evaluations": res.n_evaluations}
 
     def _finalize(self, state):

@@ -151,10 +151,17 @@ class LassoMF(FactorizationEstimator):
         targets_csr, targets_csc = self._targets
         _, sweeps_u = lasso_rows(s.user_indptr, s.user_items, targets_csr,
                                  state.item_factors, alpha_u, out=state.user_factors, **options)
+        # the item pass comes last: its rows' squared residuals (of the centred targets,
+        # so of the whole model) sum to the loss of the new state (no pass over the
+        # ratings for the objective or train RMSE)
+        item_sse = np.empty(s.n_items)
         _, sweeps_i = lasso_rows(s.item_indptr, s.item_users, targets_csc,
-                                 state.user_factors, alpha_i, out=state.item_factors, **options)
+                                 state.user_factors, alpha_i, out=state.item_factors,
+                                 row_sse=item_sse, **options)
+        sse = float(item_sse.sum())
         return {
-            "objective": self.objective(state),
+            "objective": self.objective(state, sse=sse),
+            "train_rmse": float(np.sqrt(sse / s.nnz)),
             "zero_fraction_P": float(np.mean(state.user_factors == 0)),
             "zero_fraction_Q": float(np.mean(state.item_factors == 0)),
             "sweeps": float(np.concatenate([sweeps_u, sweeps_i]).mean()),
@@ -170,10 +177,12 @@ class LassoMF(FactorizationEstimator):
         factor = 2.0 * lam if scale == "sklearn" else lam
         return factor * s.user_counts.astype(float), factor * s.item_counts.astype(float)
 
-    def objective(self, state) -> float:
-        """``F`` of the module docstring at ``state`` (in the chosen convention)."""
+    def objective(self, state, sse=None) -> float:
+        """``F`` of the module docstring at ``state`` (in the chosen convention); ``sse``,
+        the sum of squared residuals, is computed from ``state`` unless given."""
         s = state.layout
-        sse = float(np.sum(residuals(state, s) ** 2))
+        if sse is None:
+            sse = float(np.sum(residuals(state, s) ** 2))
         alpha_u, alpha_i = self._row_alphas(s)
         l1 = float(np.abs(state.user_factors).sum(axis=1) @ alpha_u
                    + np.abs(state.item_factors).sum(axis=1) @ alpha_i)

@@ -6,10 +6,13 @@ Both solvers minimise the same objective, the mean per-rating loss
     f = 1/N sum_(u,i) [ 1/2 (r_ui - r_hat_ui)^2 + lam/2 (b_u^2 + c_i^2 + |p_u|^2 + |q_i|^2) ],
 
 whose penalty touches a row once per rating of that row (as in Funk's SVD and
-Surprise's ``SVD``). The history records ``objective`` (= f), ``grad_norm`` (the norm of
-the full gradient of f, computed after each epoch), ``step_size``, ``epoch_seconds``
-(the epoch alone: shuffling and the kernel, without that bookkeeping) and, from the fit
-template, ``train_rmse`` / ``val_rmse``. The hot loops live in
+Surprise's ``SVD``). The history records ``objective`` (= f) and ``train_rmse`` at the
+end of each epoch, both from one pass over the ratings that only reads (SVRG gets them
+from the residuals of its snapshot's full gradient), ``grad_norm`` (the norm of the full
+gradient of f: always for SVRG, which needs the gradient anyway; for SGD only with
+``record_grad_norm=True``, as it costs a pass that also writes per-row sums),
+``step_size``, ``epoch_seconds`` (the epoch alone: shuffling and the kernel, without that
+bookkeeping) and, from the fit template, ``val_rmse``. The hot loops live in
 :mod:`mflib.kernels.sgd`; CPU only.
 """
 
@@ -23,10 +26,12 @@ import time
 import numba
 import numpy as np
 
+from .. import execution
 from ..base import FactorizationEstimator, FactorState
 from ..data.layout import TrainingLayout, training_layout
 from ..fitting import StopFit
 from ..kernels import sgd as kernels
+from ..kernels import sgd_xp
 from ..validation import (
     BOOLEAN,
     DTYPE,
@@ -40,7 +45,7 @@ from ..validation import (
 from .state import initial_factors
 
 SCHEDULES = ("constant", "inverse", "exponential")
-PARALLEL_MODES = (None, False, "blocked", "hogwild")
+PARALLEL_MODES = ("auto", None, False, "blocked", "hogwild")
 #: default ``decay`` of each schedule (the prototype decayed by 0.9 per epoch)
 DEFAULT_DECAY = {"constant": 0.0, "inverse": 1.0, "exponential": 0.9}
 #: an objective this many times above its starting value counts as divergence
@@ -129,6 +134,22 @@ def objective(state: StochasticState, regularization: float, resid: np.ndarray) 
                              regularization)
 
 
+def loss(state: StochasticState, regularization: float, sse: float | None = None):
+    """``(f, sse)``: the mean per-rating loss and the sum of squared residuals at
+    ``state``. Without ``sse``, one read-only pass over the ratings (CSR order) computes
+    it; nothing per rating is written."""
+    ws = state.workspace
+    if sse is None:
+        lay = ws.layout
+        sse = kernels.training_sse(lay.user_indptr, lay.user_items, lay.ratings_csr,
+                                   state.global_mean, state.user_bias, state.item_bias,
+                                   state.user_factors, state.item_factors)
+    value = kernels.loss_from_sse(sse, len(ws.ratings), state.user_bias, state.item_bias,
+                                  state.user_factors, state.item_factors, ws.user_counts,
+                                  ws.item_counts, regularization)
+    return value, sse
+
+
 def _residual_pass(state: StochasticState) -> tuple:
     """Residuals into the workspace and the data parts ``(E 1, E^T 1, E Q, E^T P)`` of the
     full gradient, in one pass over the ratings."""
@@ -181,6 +202,8 @@ class _StochasticMF(FactorizationEstimator):
         "decay": [NONE, NONNEGATIVE],
         "dtype": [DTYPE],
     }
+    #: SVRG needs the full gradient at every snapshot; SGD computes it only when asked
+    _needs_gradient = False
 
     def _check_common(self):
         decay = DEFAULT_DECAY[self.schedule] if self.decay is None else self.decay
@@ -191,7 +214,7 @@ class _StochasticMF(FactorizationEstimator):
         self._decay = float(decay)
         return np.dtype(self.dtype)
 
-    def _init_common(self, train, dtype) -> StochasticState:
+    def _init_common(self, train, dtype, blocks=None) -> StochasticState:
         rng = check_random_state(self.random_state)
         P, Q = initial_factors(rng, train.n_users, train.n_items, self.n_factors, self.init_std,
                                dtype)
@@ -204,9 +227,30 @@ class _StochasticMF(FactorizationEstimator):
             rng=rng,
             workspace=_Workspace.build(train),
         )
-        state.initial_objective = objective(state, self.regularization,
-                                            compute_residuals(state))
+        if blocks is not None:
+            self._group_by_block(state, blocks)
+        if self._needs_gradient:
+            # the snapshot gradient of epoch e is the end-of-epoch gradient of epoch e-1
+            state.workspace.extra["gradient"] = full_gradient(state, self.regularization)
+            state.initial_objective = objective(state, self.regularization,
+                                                state.workspace.residuals)
+        else:
+            state.initial_objective = loss(state, self.regularization)[0]
         return state
+
+    @staticmethod
+    def _group_by_block(state, n_groups: int) -> None:
+        """Users and items split at random into ``n_groups`` balanced groups each; the
+        ratings stored grouped by block (user group x item group, offsets
+        ``block_start``), for the blocked epoch and its loss pass."""
+        ws, rng = state.workspace, state.rng
+        user_group = rng.permutation(len(state.user_bias)) % n_groups
+        item_group = rng.permutation(len(state.item_bias)) % n_groups
+        users32, items32 = ws.layout.index32
+        block_start, users, items, ratings = kernels.group_ratings_by_block(
+            users32, items32, ws.ratings, user_group, item_group, n_groups)
+        ws.extra.update(block_start=block_start, block_users=users, block_items=items,
+                        block_ratings=ratings, order=np.empty(len(ratings), dtype=np.int64))
 
     def _current_step_size(self, state) -> float:
         return step_size(float(self.learning_rate), self.schedule, self._decay, state.epoch)
@@ -223,17 +267,22 @@ class _StochasticMF(FactorizationEstimator):
                 f"(now {self.learning_rate!r}) or a decaying schedule"
             )
 
-    def _epoch_metrics(self, state) -> tuple[dict, tuple]:
-        """Objective, full gradient and its norm at the end of an epoch; advances the epoch.
-
-        The residuals left in the workspace are those of the new parameters.
-        """
-        parts = _residual_pass(state)
-        value = objective(state, self.regularization, state.workspace.residuals)
+    def _epoch_metrics(self, state) -> tuple[dict, tuple | None]:
+        """Objective and training RMSE at the end of an epoch, and the full gradient and
+        its norm when the solver needs it or the user asked for it (then the residuals
+        left in the workspace are those of the new parameters); advances the epoch."""
+        gradient = self._needs_gradient or getattr(self, "record_grad_norm", False)
+        parts = _residual_pass(state) if gradient else None
+        sse = kernels.sum_squares(state.workspace.residuals) if gradient else None
+        value, sse = loss(state, self.regularization, sse)
         self._check_divergence(state, value)  # before NumPy touches non-finite values
-        grads = _assemble_gradient(state, self.regularization, parts)
-        metrics = {"objective": value, "grad_norm": _norm(grads),
+        metrics = {"objective": value,
+                   "train_rmse": math.sqrt(sse / len(state.workspace.ratings)),
                    "step_size": self._current_step_size(state)}
+        grads = None
+        if gradient:
+            grads = _assemble_gradient(state, self.regularization, parts)
+            metrics["grad_norm"] = _norm(grads)
         state.epoch += 1
         return metrics, grads
 
@@ -278,24 +327,41 @@ class SGD(_StochasticMF):
     shuffle : bool, default True
         Visit ratings in a new random order each epoch (from ``random_state``); False
         keeps the order of the training data.
-    parallel : {None, "blocked", "hogwild"}, default None
-        None: one thread, ratings in a fresh random order. "blocked": stratified SGD
-        (DSGD / FPSGD): users and items are split at random into ``n_blocks`` groups
-        each, ratings into ``n_blocks^2`` blocks; each epoch runs ``n_blocks`` strata in
-        random order, a stratum's blocks (sharing no user or item) in parallel, and each
-        block's ratings in a fresh random order. Deterministic for a fixed
-        ``random_state`` whatever the number of threads, and cache-friendly on large
-        data. "hogwild": threads take chunks of the shuffled ratings and update shared
-        rows without locks; NOT deterministic (thread interleaving changes the result).
+    parallel : {"auto", None, "blocked", "hogwild"}, default "auto"
+        "auto": "blocked" (with ``shuffle``; else None), which runs on one thread below
+        ``mflib.execution.SERIAL_BELOW["sgd_blocked"]`` ratings and on the threads above
+        it: its result does not depend on either, and its order keeps each block's rows
+        in cache, so even on one thread it measured faster than None's plain shuffle
+        (ml-100k, k=100: 8.8 -> 6.0 ms an epoch with ``n_blocks=16``... see
+        ``benchmarks/bench_sgd.py``). Never "hogwild", which measured slower than
+        "blocked" and is not reproducible. The mode chosen is ``parallel_mode_``.
+        None: one thread, ratings in a fresh uniformly random order (Surprise's ``SVD``).
+        "blocked": stratified SGD (DSGD / FPSGD): users and items are split at random
+        into ``n_blocks`` groups each, ratings into ``n_blocks^2`` blocks; each epoch
+        runs ``n_blocks`` strata in random order, a stratum's blocks (sharing no user or
+        item) in parallel, and each block's ratings in a fresh random order.
+        Deterministic for a fixed ``random_state`` whatever the number of threads.
+        "hogwild": threads take chunks of the shuffled ratings and update shared rows
+        without locks; NOT deterministic (thread interleaving changes the result).
     n_blocks : int, default 8
         Groups of users (and of items) for ``parallel="blocked"``; fixed, not taken from
         the thread count, so results do not depend on the machine.
     dtype : {"float64", "float32"}, default "float64"
         Precision of the parameters (accumulations are float64).
+    record_grad_norm : bool, default False
+        Also record ``grad_norm``, the norm of the full gradient of f after each epoch
+        (one more pass over the ratings per epoch).
     tol : float, default 0.0
         Stop when the relative change of the objective falls below ``tol`` (0: never).
     n_jobs : int or None, default None
         numba threads of the parallel modes (None: all).
+    device : {"cpu", "gpu", "auto"}, default "cpu"
+        "gpu": epochs run on the GPU (CuPy) in minibatches of ``batch_size`` ratings:
+        each batch's per-rating steps are taken from the batch's starting parameters and
+        summed into the rows they touch (:mod:`mflib.kernels.sgd_xp`; deterministic, the
+        minibatch form of Hogwild). ``parallel_mode_`` is then "gpu".
+    batch_size : int, default 16384
+        Ratings per minibatch on the GPU (the CPU steps one rating at a time).
     random_state : int, Generator or None
     verbose : int, default 0
         Show a progress bar.
@@ -310,8 +376,11 @@ class SGD(_StochasticMF):
     user_factors_ : ndarray (n_users, n_factors)
     item_factors_ : ndarray (n_items, n_factors)
     history_ : History
-        ``objective``, ``grad_norm``, ``step_size``, ``epoch_seconds``, ``train_rmse``,
-        ``val_rmse`` (with ``eval_set``), ``time``, ``wall_time`` per epoch.
+        ``objective``, ``train_rmse``, ``step_size``, ``epoch_seconds``, ``grad_norm``
+        (with ``record_grad_norm``), ``val_rmse`` (with ``eval_set``), ``time``,
+        ``wall_time`` per epoch.
+    parallel_mode_ : {"serial", "blocked", "hogwild"}
+        The mode the fit ran in (what ``parallel="auto"`` chose).
     n_iter_ : int
     stop_reason_ : str
         "max_iter", "converged", or "diverged: ..." (the model of the last finite
@@ -322,13 +391,17 @@ class SGD(_StochasticMF):
         "shuffle": [BOOLEAN],
         "parallel": [Options(*PARALLEL_MODES)],
         "n_blocks": [POSITIVE_INT],
+        "record_grad_norm": [BOOLEAN],
+        "batch_size": [POSITIVE_INT],
     }
     _contract_params = {"n_factors": 3, "max_iter": 3}
+    _devices = ("cpu", "gpu")
 
     def __init__(self, n_factors=100, learning_rate=0.005, regularization=0.1, max_iter=60,
-                 schedule="constant", decay=None, init_std=0.1, shuffle=True, parallel=None,
-                 n_blocks=8, dtype="float64", tol=0.0, n_jobs=None, random_state=None,
-                 verbose=0, callbacks=None):
+                 schedule="constant", decay=None, init_std=0.1, shuffle=True, parallel="auto",
+                 n_blocks=8, dtype="float64", record_grad_norm=False, tol=0.0, n_jobs=None,
+                 device="cpu", batch_size=16384, random_state=None, verbose=0,
+                 callbacks=None):
         self.n_factors = n_factors
         self.learning_rate = learning_rate
         self.regularization = regularization
@@ -340,72 +413,125 @@ class SGD(_StochasticMF):
         self.parallel = parallel
         self.n_blocks = n_blocks
         self.dtype = dtype
+        self.record_grad_norm = record_grad_norm
         self.tol = tol
         self.n_jobs = n_jobs
+        self.device = device
+        self.batch_size = batch_size
         self.random_state = random_state
         self.verbose = verbose
         self.callbacks = callbacks
+
+    def _resolve_parallel(self) -> str:
+        """The epoch kernel: ``parallel`` itself, or "blocked" for "auto" (which runs on
+        one thread below the size in the table of :mod:`mflib.execution`)."""
+        if self.parallel != "auto":
+            return self.parallel or "serial"
+        return "blocked" if self.shuffle else "serial"
 
     def _init_state(self, train):
         dtype = self._check_common()
         if self.parallel == "blocked" and not self.shuffle:
             raise ValueError("parallel='blocked' shuffles within blocks; use shuffle=True")
-        state = self._init_common(train, dtype)
+        if execution.current().device == "gpu":
+            return self._init_gpu(train, dtype)
+        self.parallel_mode_ = self._resolve_parallel()
+        blocked = self.parallel_mode_ == "blocked"
+        state = self._init_common(train, dtype, blocks=self.n_blocks if blocked else None)
         ws = state.workspace
-        users32, items32 = ws.layout.index32
-        ws.extra.update(users=np.empty_like(users32), items=np.empty_like(items32),
-                        ratings=np.empty_like(ws.ratings))
-        if self.parallel == "blocked":
-            g = self.n_blocks
-            user_group = state.rng.permutation(train.n_users) % g  # balanced random groups
-            item_group = state.rng.permutation(train.n_items) % g
-            block_of = user_group[ws.users] * g + item_group[ws.items]
-            block_start = np.zeros(g * g + 1, dtype=np.int64)
-            np.cumsum(np.bincount(block_of, minlength=g * g), out=block_start[1:])
-            ws.extra.update(block_of=block_of, block_start=block_start,
-                            grouped=np.empty(len(ws.ratings), dtype=np.int64))
+        if not blocked:
+            users32, items32 = ws.layout.index32
+            ws.extra.update(users=np.empty_like(users32), items=np.empty_like(items32),
+                            ratings=np.empty_like(ws.ratings))
         return state
 
     def _blocked_order(self, state) -> tuple[np.ndarray, np.ndarray]:
-        """Rating indices grouped by block (random order inside each) and the strata:
+        """Each block's positions in a fresh random order (``order``), and the strata:
         ``schedule[s, g]`` is the block of user group g in stratum s."""
         ws, g = state.workspace, self.n_blocks
-        order = state.rng.permutation(len(ws.ratings))
-        kernels.group_by_block(order, ws.extra["block_of"], ws.extra["block_start"],
-                               ws.extra["grouped"])
+        kernels.shuffle_within_blocks(ws.extra["order"], ws.extra["block_start"],
+                                      state.rng.random(len(ws.ratings)))
         item_groups = state.rng.permutation(g)
         shifts = state.rng.permutation(g)
         groups = np.arange(g)
         schedule = groups[None, :] * g + item_groups[(groups[None, :] + shifts[:, None]) % g]
-        return ws.extra["grouped"], schedule
+        return ws.extra["order"], schedule
+
+    def _init_gpu(self, train, dtype):
+        """The device copies of the ratings and of the model (``parallel_mode_`` "gpu")."""
+        self.parallel_mode_ = "gpu"
+        state = self._init_common(train, dtype)
+        xp, ws = execution.current().xp, state.workspace
+        ws.extra["gpu"] = {"xp": xp, "users": xp.asarray(ws.users), "items": xp.asarray(ws.items),
+                           "ratings": xp.asarray(ws.ratings.astype(dtype)),
+                           "user_counts": xp.asarray(ws.user_counts.astype(dtype)),
+                           "item_counts": xp.asarray(ws.item_counts.astype(dtype))}
+        for name in ("user_bias", "item_bias", "user_factors", "item_factors"):
+            setattr(state, name, xp.asarray(getattr(state, name)))
+        return state
+
+    def _gpu_step(self, state):
+        """Minibatch epochs on the device (:mod:`mflib.kernels.sgd_xp`): each batch's
+        steps taken from its starting point and summed into the rows they touch."""
+        g = state.workspace.extra["gpu"]
+        xp = g["xp"]
+        t0 = time.perf_counter()
+        n = int(g["ratings"].shape[0])
+        order = xp.asarray(state.rng.permutation(n) if self.shuffle else np.arange(n))
+        model = (state.global_mean, state.user_bias, state.item_bias, state.user_factors,
+                 state.item_factors)
+        sgd_xp.minibatch_epoch(xp, g["users"], g["items"], g["ratings"], order,
+                               self.batch_size, *model, self._current_step_size(state),
+                               float(self.regularization))
+        seconds = time.perf_counter() - t0
+        sse = sgd_xp.sum_squared_residuals(xp, g["users"], g["items"], g["ratings"], *model,
+                                           execution.GPU_CHUNK)
+        value = sgd_xp.mean_loss(sse, n, state.user_bias, state.item_bias, state.user_factors,
+                                 state.item_factors, g["user_counts"], g["item_counts"],
+                                 float(self.regularization), xp)
+        self._check_divergence(state, value)
+        metrics = {"objective": value, "train_rmse": math.sqrt(sse / n),
+                   "step_size": self._current_step_size(state), "epoch_seconds": seconds}
+        state.epoch += 1
+        return metrics
 
     def _step(self, state, train):
+        if self.parallel_mode_ == "gpu":
+            return self._gpu_step(state)
         ws = state.workspace
+        mode = self.parallel_mode_
         t0 = time.perf_counter()
-        if self.parallel == "blocked":
+        model = (state.global_mean, state.user_bias, state.item_bias, state.user_factors,
+                 state.item_factors, self._current_step_size(state), float(self.regularization))
+        if mode == "blocked":
             order, schedule = self._blocked_order(state)
-        elif self.shuffle:
-            order = state.rng.permutation(len(ws.ratings))
+            ex = ws.extra
+            kernels.sgd_epoch_blocked(ex["block_users"], ex["block_items"], ex["block_ratings"],
+                                      order, ex["block_start"], schedule, *model)
+        else:
+            self._plain_epoch(state, mode, model)
+        seconds = time.perf_counter() - t0
+        metrics, _ = self._epoch_metrics(state)
+        metrics["epoch_seconds"] = seconds
+        return metrics
+
+    def _plain_epoch(self, state, mode, model) -> None:
+        """One thread or Hogwild over the ratings in a fresh shuffled (or the data's)
+        order."""
+        ws = state.workspace
         users32, items32 = ws.layout.index32
         if self.shuffle:  # gather into visiting order, so the kernel streams sequentially
+            order = state.rng.permutation(len(ws.ratings))
             users = np.take(users32, order, out=ws.extra["users"])
             items = np.take(items32, order, out=ws.extra["items"])
             ratings = np.take(ws.ratings, order, out=ws.extra["ratings"])
         else:
             users, items, ratings = users32, items32, ws.ratings
-        args = (users, items, ratings, state.global_mean, state.user_bias, state.item_bias,
-                state.user_factors, state.item_factors, self._current_step_size(state),
-                float(self.regularization))
-        if self.parallel == "blocked":
-            kernels.sgd_epoch_blocked(*args[:3], ws.extra["block_start"], schedule, *args[3:])
-        elif self.parallel == "hogwild":
+        args = (users, items, ratings, *model)
+        if mode == "hogwild":
             kernels.sgd_epoch_hogwild(*args, 4 * numba.get_num_threads())
         else:
             kernels.sgd_epoch(*args)
-        seconds = time.perf_counter() - t0
-        metrics, _ = self._epoch_metrics(state)
-        metrics["epoch_seconds"] = seconds
-        return metrics
 
 
 class SVRG(_StochasticMF):
@@ -468,6 +594,7 @@ class SVRG(_StochasticMF):
         "clip_norm": [NONE, POSITIVE],
     }
     _contract_params = {"n_factors": 3, "max_iter": 3, "batch_size": 10}
+    _needs_gradient = True
 
     def __init__(self, n_factors=100, learning_rate=0.015, regularization=0.12,
                  batch_size=100, inner_steps=None, max_iter=40, schedule="constant",
@@ -503,8 +630,6 @@ class SVRG(_StochasticMF):
             touched_users=np.empty(self.batch_size, dtype=np.int64),
             touched_items=np.empty(self.batch_size, dtype=np.int64),
         )
-        # the snapshot gradient of epoch e is the end-of-epoch gradient of epoch e-1
-        ws.extra["gradient"] = full_gradient(state, self.regularization)
         return state
 
     def _n_steps(self, nnz: int) -> int:

@@ -25,6 +25,7 @@ from .variance_reduced import (
     HeavyBall,
     snapshot_bb_step,
     solve_proximal,
+    spider_step_length,
     variance_reduced_epoch,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "partition_users",
     "snapshot_bb_step",
     "solve_proximal",
+    "spider_step_length",
     "time_retractions",
     "trajectory_pca",
     "variance_reduced_epoch",

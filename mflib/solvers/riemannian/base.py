@@ -9,8 +9,9 @@ and ``w_u`` the exact ridge solution for ``U`` (see :mod:`.completion`). After t
 ``predict`` works like every estimator's.
 
 History columns: ``objective`` (f), ``grad_norm`` (Riemannian gradient norm),
-``step_size``, ``user_gradients`` (cumulative per-user solve+gradient evaluations; a
-full evaluation of f costs ``n_users`` of them), solver-specific extras (``kappa``...).
+``train_rmse`` (from the residuals f was evaluated with), ``step_size``,
+``user_gradients`` (cumulative per-user solve+gradient evaluations; a full evaluation
+of f costs ``n_users`` of them), solver-specific extras (``kappa``...).
 """
 
 from __future__ import annotations
@@ -214,8 +215,12 @@ class GrassmannEstimator(FactorizationEstimator):
         self._current_point = U  # for callbacks such as PathRecorder
         state.user_factors, state.value, state.gradient = (evaluation.user_factors,
                                                            evaluation.value, gradient)
+        # the evaluation's residuals are those of the model (centred rating - w_u . U_i
+        # = r - r_hat), so the training RMSE needs no prediction pass
+        residuals = evaluation.residuals
         return {"objective": evaluation.value,
                 "grad_norm": float(np.linalg.norm(gradient)),
+                "train_rmse": float(np.sqrt(residuals @ residuals / residuals.size)),
                 "user_gradients": state.user_gradients}
 
     def _line_search(self):

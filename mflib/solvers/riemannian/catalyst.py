@@ -7,7 +7,14 @@ import numpy as np
 
 from ...validation import NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, Options
 from .base import COMMON_DOC
-from .variance_reduced import INNER_SOLVERS, VR_DOC, VarianceReduced, solve_proximal, vr_init
+from .variance_reduced import (
+    INNER_SOLVERS,
+    VR_DOC,
+    VarianceReduced,
+    solve_proximal,
+    spider_step_length,
+    vr_init,
+)
 
 
 class Catalyst(VarianceReduced):
@@ -32,7 +39,8 @@ class Catalyst(VarianceReduced):
 
     Parameters
     ----------""" + COMMON_DOC + VR_DOC + """    inner_solver : {"svrg", "sarah", "spider"}
-        Default "svrg".
+        Default "svrg". "spider" moves at most :func:`spider_step_length` (from the
+        initial step size and gradient norm) per inner step.
     inner_epochs : int, default 1
         Epochs of the inner solver per proximal subproblem.
     kappa : float, default 0.1
@@ -69,15 +77,20 @@ class Catalyst(VarianceReduced):
     _contract_params = {"n_factors": 2, "max_iter": 2, "random_state": 0, "max_doublings": 2}
 
     def _setup(self, state):
-        state.step_size = self._auto_learning_rate(state)
-        state.extra.update(v=state.item_factors.copy(), alpha=1.0, kappa=float(self.kappa),
-                           doublings=0)
+        state.extra.update(alpha=1.0, kappa=float(self.kappa), doublings=0)
+
+    def _first_step_size(self, state):
+        # the "auto" line search may move the start: v starts there
+        super()._first_step_size(state)
+        state.extra.update(v=state.item_factors.copy(), max_step_length=spider_step_length(
+            state.step_size, float(np.linalg.norm(state.gradient))))
 
     def _prox(self, centre, kappa, start, state):
         lr = 1.0 / (1.0 / state.step_size + kappa)
         point, proximal, used = solve_proximal(
             self.inner_solver, self._problem, centre, kappa, start, lr, self.inner_epochs,
-            self._inner_steps(), self.batch_size, self.sampling, self._rng, self.retraction)
+            self._inner_steps(), self.batch_size, self.sampling, self._rng, self.retraction,
+            state.extra["max_step_length"])
         ev = self._problem.evaluate(point)
         grad_f = self._problem.riemannian_gradient(point, ev)
         grad_prox = grad_f + proximal.proximal_gradient(point)
@@ -85,6 +98,8 @@ class Catalyst(VarianceReduced):
         return point, ev, grad_f, ev.value + proximal.proximal_term(point), grad_prox
 
     def _step(self, state, train):
+        if state.step_size is None:
+            self._first_step_size(state)
         manifold = self._problem.manifold
         x, f_x = state.item_factors, state.value
         kappa, doublings = state.extra["kappa"], 0

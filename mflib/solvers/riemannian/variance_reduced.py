@@ -72,8 +72,12 @@ def variance_reduced_epoch(method, problem, point, learning_rate, inner_steps, b
 
     * ``"svrg"``: ``v = g_B(U) - T(g_B(S) - g(S))`` with the snapshot ``S = point``;
     * ``"sarah"``: ``v_t = g_B(U_t) - T(g_B(U_t-1)) + T(v_t-1)``, ``v_0 = g(S)``;
-    * ``"spider"``: the SARAH estimator with a normalised step of length at most
-      ``max_step_length`` (default: the length of the first, full-gradient step).
+    * ``"spider"``: the SARAH estimator with a normalised step: the move is
+      ``min(learning_rate |v_t|, max_step_length)`` long (Fang et al. 2018; Zhou, Chen et
+      al. 2019 on manifolds: ``eta_t = min(eps / (L n0 |v_t|), 1 / (2 L n0))``, i.e. a
+      step of fixed length ``eps / (L n0)`` while ``|v_t| > 2 eps``). ``max_step_length``
+      is required and stays fixed; tied to the epoch's first step it would never bind,
+      as the estimates shrink within an epoch, and SPIDER would be SARAH.
 
     ``T`` is vector transport by projection; steps are ``U <- R_U(-learning_rate v)``.
 
@@ -96,6 +100,10 @@ def variance_reduced_epoch(method, problem, point, learning_rate, inner_steps, b
     """
     if method not in INNER_SOLVERS:
         raise ValueError(f"method must be one of {INNER_SOLVERS}, got {method!r}")
+    if method == "spider" and not (max_step_length is not None and max_step_length >= 0):
+        # (0 is a stationary start's default: a zero gradient, and no move)
+        raise ValueError("the spider epoch needs max_step_length >= 0 (its normalised step "
+                         f"length), got {max_step_length!r}; see spider_step_length")
     manifold = problem.manifold
     user_gradients = 0
     if snapshot_gradient is None:
@@ -122,8 +130,6 @@ def variance_reduced_epoch(method, problem, point, learning_rate, inner_steps, b
     v = snapshot_gradient
     previous = U
     radius = max_step_length
-    if method == "spider" and radius is None:
-        radius = learning_rate * manifold.norm(U, v)
     for t in range(inner_steps):
         if t > 0:
             users, weights = problem.sample_users(rng, batch_size, sampling)
@@ -137,6 +143,18 @@ def variance_reduced_epoch(method, problem, point, learning_rate, inner_steps, b
         previous = U
         U = manifold.retraction(U, -step * v, retraction)
     return U, user_gradients
+
+
+#: the default SPIDER accuracy ``eps`` as a fraction of the initial gradient norm
+SPIDER_ACCURACY = 0.1
+
+
+def spider_step_length(learning_rate: float, initial_gradient_norm: float) -> float:
+    """The default longest SPIDER move ``eps / (L n0) = 2 learning_rate eps`` (with
+    ``learning_rate = 1 / (2 L n0)``) for the accuracy ``eps = SPIDER_ACCURACY`` times the
+    gradient norm at the initial point: while the estimate is longer than ``2 eps`` the
+    method moves by this fixed length, then like SARAH."""
+    return 2.0 * learning_rate * SPIDER_ACCURACY * initial_gradient_norm
 
 
 def snapshot_bb_step(manifold, snapshot, gradient, previous_snapshot,
@@ -159,9 +177,9 @@ def snapshot_bb_step(manifold, snapshot, gradient, previous_snapshot,
 
 
 def solve_proximal(method, problem, centre, kappa, start, learning_rate, epochs, inner_steps,
-                   batch_size, sampling, rng, retraction=None):
+                   batch_size, sampling, rng, retraction=None, max_step_length=None):
     """Catalyst's inner solver: ``epochs`` variance-reduced epochs on
-    ``f + kappa/2 dist^2(., centre)`` from ``start``.
+    ``f + kappa/2 dist^2(., centre)`` from ``start`` (``max_step_length``: SPIDER's).
 
     Returns ``(point, proximal_objective, user_gradients)``.
     """
@@ -169,7 +187,8 @@ def solve_proximal(method, problem, centre, kappa, start, learning_rate, epochs,
     U, used = start, 0
     for _ in range(epochs):
         U, n = variance_reduced_epoch(method, problem, U, learning_rate, inner_steps,
-                                      batch_size, sampling, rng, retraction, proximal)
+                                      batch_size, sampling, rng, retraction, proximal,
+                                      max_step_length=max_step_length)
         used += n
     return U, proximal, used
 
@@ -195,7 +214,6 @@ class VarianceReduced(GrassmannEstimator):
         return max(1, int(length * self._problem.n_active_users // self.batch_size))
 
     def _setup(self, state):
-        state.step_size = self._auto_learning_rate(state)
         state.extra.update(previous_snapshot=None, previous_gradient=None)
         momentum = getattr(self, "momentum", 0.0)
         if momentum > 0:
@@ -216,15 +234,25 @@ class VarianceReduced(GrassmannEstimator):
         scale = 1.0 / self._inner_steps() if self.bb_scale is None else self.bb_scale
         return scale * bb
 
+    def _first_step_size(self, state):
+        """The fixed step, before the first epoch: with "auto" its line search is solver
+        work (on the clock, in the first iteration), not set-up."""
+        state.step_size = self._auto_learning_rate(state)
+        if self._method == "spider":
+            state.extra["max_step_length"] = self.max_step_length or spider_step_length(
+                state.step_size, float(np.linalg.norm(state.gradient)))
+
     def _step(self, state, train):
+        if state.step_size is None:
+            self._first_step_size(state)
         state.step_size = self._snapshot_step_size(state)
         state.extra.update(previous_snapshot=state.item_factors,
                            previous_gradient=state.gradient)
         U, used = variance_reduced_epoch(
             self._method, self._problem, state.item_factors, state.step_size,
             self._inner_steps(), self.batch_size, self.sampling, self._rng, self.retraction,
-            snapshot_gradient=state.gradient, max_step_length=getattr(self, "max_step_length",
-                                                                      None),
+            snapshot_gradient=state.gradient,
+            max_step_length=state.extra.get("max_step_length"),
             snapshot_evaluation=state.evaluation, heavy_ball=state.extra.get("heavy_ball"))
         state.user_gradients += used
         return {**self._accept(state, U), "step_size": state.step_size}
@@ -341,13 +369,17 @@ class RSARAH(VarianceReduced):
 
 
 class RSPIDER(VarianceReduced):
-    __doc__ = """Riemannian SPIDER: the SARAH estimator with normalised steps
-    ``min(learning_rate, max_step_length / |v|)``.
+    __doc__ = """Riemannian SPIDER (Zhou, Chen et al. 2019, after Fang et al. 2018): the
+    SARAH estimator with normalised steps: each inner step moves
+    ``min(learning_rate |v|, max_step_length)`` along ``-v``, so far from a stationary
+    point it takes steps of a fixed length, and near one the steps of SARAH.
 
     Parameters
     ----------""" + COMMON_DOC + VR_DOC + """    max_step_length : float, optional
-        Longest move per inner step; default the length of the epoch's first
-        (full-gradient) step.
+        Longest move per inner step, fixed for the fit. Default
+        :func:`spider_step_length`: ``2 lr eps`` for the accuracy ``eps`` = 0.1 x the
+        gradient norm at the initial point (the papers' ``eps / (L n0)`` with
+        ``lr = 1 / (2 L n0)``).
     """
 
     _method = "spider"
