@@ -35,10 +35,19 @@ def _pairs(rm) -> set:
                    strict=True))
 
 
+def _ratings(rm) -> set:
+    """The (raw user, raw item, rating) triples of a RatingMatrix: a test rating reaching a
+    fit shows up as the same triple (a fit on other data, e.g. the tiny synthetic problem
+    a first fit warms its kernels up on, shares raw ids but not ratings)."""
+    return set(zip(rm.user_ids[rm.users].tolist(), rm.item_ids[rm.items].tolist(),
+                   rm.ratings.tolist(), strict=True))
+
+
 class FitSpy:
-    """Wraps ``fit`` of every estimator class that defines one, recording the (raw) pairs
-    of every training set and every ``eval_set`` passed to it, and which split was being
-    evaluated (:meth:`log`, given as the evaluation's ``log``, follows its progress)."""
+    """Wraps ``fit`` of every estimator class that defines one, recording the ratings of
+    every training set and every ``eval_set`` passed to it (raw user, raw item, rating),
+    and which split was being evaluated (:meth:`log`, given as the evaluation's ``log``,
+    follows its progress)."""
 
     def __init__(self, monkeypatch):
         self.seen = []  # (split, class name, "X" or "eval_set", set of pairs)
@@ -57,10 +66,10 @@ class FitSpy:
 
         def spied(model, X, y=None, **kwargs):
             name = type(model).__name__
-            spy.seen.append((spy.split, name, "X", _pairs(as_rating_matrix(X, y))))
+            spy.seen.append((spy.split, name, "X", _ratings(as_rating_matrix(X, y))))
             eval_set = kwargs.get("eval_set")
             if eval_set is not None:
-                spy.seen.append((spy.split, name, "eval_set", _pairs(
+                spy.seen.append((spy.split, name, "eval_set", _ratings(
                     as_rating_matrix(*eval_set) if isinstance(eval_set, tuple) else eval_set)))
             return fit(model, X, y, **kwargs)
         return spied
@@ -70,8 +79,8 @@ class FitSpy:
             self.split = line[1:line.index("]")]
 
     def leaks(self, test, split=None) -> list:
-        """The recorded fits (of ``split``, or all) whose data hold a pair of ``test``."""
-        held_out = _pairs(test)
+        """The recorded fits (of ``split``, or all) whose data hold a rating of ``test``."""
+        held_out = _ratings(test)
         return [(name, what, len(pairs & held_out)) for s, name, what, pairs in self.seen
                 if (split is None or s == split) and pairs & held_out]
 

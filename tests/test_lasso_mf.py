@@ -129,8 +129,8 @@ def test_recorded_objective_and_rmse_equal_a_direct_computation(small_low_rank):
     history = LassoMF(max_iter=3, **kw).fit(rm).history_
     for n in (1, 3):
         m = LassoMF(max_iter=n, **kw).fit(rm)
-        state = LayoutState(0.0, None, None, m.user_factors_, m.item_factors_,
-                            layout=training_layout(rm))
+        state = LayoutState(m.global_mean_, m.user_bias_, m.item_bias_, m.user_factors_,
+                            m.item_factors_, layout=training_layout(rm))
         assert history["objective"][n - 1] == pytest.approx(m.objective(state), rel=1e-10)
         direct = np.sqrt(np.mean((m.predict(rm) - rm.ratings) ** 2))
         assert history["train_rmse"][n - 1] == pytest.approx(direct, rel=1e-10)
