@@ -109,6 +109,10 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--rounds", type=int, default=2,
+                   help="run every configuration this many times, interleaved; report "
+                        "the fastest (the machine is shared: the minimum is the least "
+                        "disturbed)")
     p.add_argument("--out", help="also write the table (markdown) here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -121,8 +125,9 @@ def main(argv=None) -> None:
     print(f"{machine_line()}; load average before: {os.getloadavg()}", flush=True)
     rows = []
     configs = [(1, 2)] + [(n, 1) for n in args.ranks]
+    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for n, threads in configs:
+        for (n, threads), _ in ((c, r) for r in range(args.rounds) for c in configs):
             result = Path(tmp) / f"{n}x{threads}.json"
             cmd = [mpiexec, "-n", str(n), sys.executable, "-m", "benchmarks.bench_mpi",
                    "--worker", "--threads", str(threads), "--result", str(result),
@@ -133,13 +138,21 @@ def main(argv=None) -> None:
             print(f"running {n} rank(s) x {threads} thread(s)...", flush=True)
             subprocess.run(cmd, check=True, env=env)
             r = json.loads(result.read_text())
-            rows.append({"ranks x threads": f"{n} x {threads}",
-                         "ALS epoch (s)": r["als_epoch_s"],
-                         "MB sent per rank and epoch": r["bytes_per_epoch"] / 2**20,
-                         "MB if only touched rows": r["needed_bytes_per_epoch"] / 2**20,
-                         "RGD gradient (s)": r["gradient_s"],
-                         "peak MB per rank": max(r["memory_mb"]),
-                         "train RMSE": r["train_rmse"], "factors digest": r["digest"]})
+            best = runs.get((n, threads))
+            if best is None or r["als_epoch_s"] < best["als_epoch_s"]:
+                r["gradient_s"] = min(r["gradient_s"], best["gradient_s"]) if best else \
+                    r["gradient_s"]
+                runs[(n, threads)] = r
+            elif r["gradient_s"] < best["gradient_s"]:
+                best["gradient_s"] = r["gradient_s"]
+    for (n, threads), r in runs.items():
+        rows.append({"ranks x threads": f"{n} x {threads}",
+                     "ALS epoch (s)": r["als_epoch_s"],
+                     "MB sent per rank and epoch": r["bytes_per_epoch"] / 2**20,
+                     "MB if only touched rows": r["needed_bytes_per_epoch"] / 2**20,
+                     "RGD gradient (s)": r["gradient_s"],
+                     "peak MB per rank": max(r["memory_mb"]),
+                     "train RMSE": r["train_rmse"], "factors digest": r["digest"]})
     table = pd.DataFrame(rows)
     base = table.iloc[0]
     table["ALS vs 1x2"] = table["ALS epoch (s)"] / base["ALS epoch (s)"]

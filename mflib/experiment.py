@@ -380,6 +380,23 @@ def _to_html(path: Path) -> Path:
     return out
 
 
+#: the first code cell of every notebook: in Colab (detected by its module, never
+#: assumed) it installs mflib with its notebook extras from ``MFLIB_SOURCE``; anywhere
+#: else it does nothing. The data are downloaded and checksummed by mflib when loaded.
+COLAB_CELL = """\
+# Colab only (detected, not assumed): install mflib from MFLIB_SOURCE (see the README);
+# elsewhere this cell does nothing. mflib downloads and checks the data when loading it.
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and "MFLIB_SOURCE" not in os.environ:
+    raise RuntimeError("In Colab, first run %env MFLIB_SOURCE=git+https://github.com/<you>/"
+                       "<your copy of mflib> (a pip requirement for mflib), then this cell")
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    f"mflib[notebooks] @ {os.environ['MFLIB_SOURCE']}"], check=True)"""
+
 #: the marker of a notebook cell whose output nbval compares (``make test``)
 CHECKED_MARKER = "# NBVAL_CHECK_OUTPUT"
 

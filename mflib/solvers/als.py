@@ -199,7 +199,8 @@ class ALS(FactorizationEstimator):
 
             build = DistributedLayout.from_shard if is_shard(train) else \
                 DistributedLayout.from_full
-            layout = build(train, exchange)
+            # a row's Cholesky costs about k/3 of its ratings' Gram products (k^3/3 flops)
+            layout = build(train, exchange, row_cost=(k + self.use_bias) / 3)
         self._exchange = exchange
         P, Q = initial_factors(rng, train.n_users, train.n_items, k, self.init_std, dtype)
         state = ALSState(
