@@ -93,6 +93,32 @@ def _worker(args) -> None:
             "digest": __import__("mflib.experiment", fromlist=["x"]).factors_digest(als)}))
 
 
+#: data sets projected on paper: (ratings, users, items)
+PROJECTED = {"ML-20M": (20_000_263, 138_493, 26_744),
+             "Netflix (full)": (100_480_507, 480_189, 17_770)}
+
+
+def als_work(ratings: float, users: float, items: float, rank: int) -> float:
+    """Multiply-adds of one ALS epoch with biases (d = rank + 1): each rating enters one
+    user and one item Gram matrix (d^2 each) and each row with ratings is factorised
+    (d^3 / 3)."""
+    d = rank + 1
+    return 2 * ratings * d * d + (users + items) * d ** 3 / 3
+
+
+def projection(measured_epoch_s, here, measured_rank, target, target_rank, machines,
+               gbit_per_s):
+    """``(compute, communication)`` seconds per ALS epoch of ``target`` at ``target_rank``
+    on ``machines`` machines like this one, from the multiply-add rate measured here
+    (``here`` = (ratings, users, items) at ``measured_rank``) and the Allgatherv of every
+    new row (a ring: each machine receives (P-1)/P of all user and item rows per epoch)."""
+    rate = als_work(*here, rank=measured_rank) / measured_epoch_s
+    ratings, n_users, n_items = PROJECTED[target]
+    compute = als_work(ratings, n_users, n_items, rank=target_rank) / (rate * machines)
+    moved = (n_users + n_items) * (target_rank + 1) * 8 * (machines - 1) / machines
+    return compute, moved / (gbit_per_s * 1e9 / 8)
+
+
 class _null:
     def __enter__(self):
         return self
@@ -109,7 +135,15 @@ def main(argv=None) -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--rounds", type=int, default=2,
+                   help="run every configuration this many times, interleaved; report "
+                        "the fastest (the machine is shared: the minimum is the least "
+                        "disturbed)")
     p.add_argument("--out", help="also write the table (markdown) here")
+    p.add_argument("--project-rank", type=int, default=100,
+                   help="rank of the on-paper projection to ML-20M and the full Netflix data")
+    p.add_argument("--network-gbit", type=float, default=10.0,
+                   help="network bandwidth per machine assumed by the projection")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
@@ -121,8 +155,9 @@ def main(argv=None) -> None:
     print(f"{machine_line()}; load average before: {os.getloadavg()}", flush=True)
     rows = []
     configs = [(1, 2)] + [(n, 1) for n in args.ranks]
+    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for n, threads in configs:
+        for (n, threads), _ in ((c, r) for r in range(args.rounds) for c in configs):
             result = Path(tmp) / f"{n}x{threads}.json"
             cmd = [mpiexec, "-n", str(n), sys.executable, "-m", "benchmarks.bench_mpi",
                    "--worker", "--threads", str(threads), "--result", str(result),
@@ -133,20 +168,50 @@ def main(argv=None) -> None:
             print(f"running {n} rank(s) x {threads} thread(s)...", flush=True)
             subprocess.run(cmd, check=True, env=env)
             r = json.loads(result.read_text())
-            rows.append({"ranks x threads": f"{n} x {threads}",
-                         "ALS epoch (s)": r["als_epoch_s"],
-                         "MB sent per rank and epoch": r["bytes_per_epoch"] / 2**20,
-                         "MB if only touched rows": r["needed_bytes_per_epoch"] / 2**20,
-                         "RGD gradient (s)": r["gradient_s"],
-                         "peak MB per rank": max(r["memory_mb"]),
-                         "train RMSE": r["train_rmse"], "factors digest": r["digest"]})
+            best = runs.get((n, threads))
+            if best is None or r["als_epoch_s"] < best["als_epoch_s"]:
+                r["gradient_s"] = min(r["gradient_s"], best["gradient_s"]) if best else \
+                    r["gradient_s"]
+                runs[(n, threads)] = r
+            elif r["gradient_s"] < best["gradient_s"]:
+                best["gradient_s"] = r["gradient_s"]
+    for (n, threads), r in runs.items():
+        rows.append({"ranks x threads": f"{n} x {threads}",
+                     "ALS epoch (s)": r["als_epoch_s"],
+                     "MB sent per rank and epoch": r["bytes_per_epoch"] / 2**20,
+                     "MB if only touched rows": r["needed_bytes_per_epoch"] / 2**20,
+                     "RGD gradient (s)": r["gradient_s"],
+                     "peak MB per rank": max(r["memory_mb"]),
+                     "train RMSE": r["train_rmse"], "factors digest": r["digest"]})
     table = pd.DataFrame(rows)
     base = table.iloc[0]
     table["ALS vs 1x2"] = table["ALS epoch (s)"] / base["ALS epoch (s)"]
     table["gradient vs 1x2"] = table["RGD gradient (s)"] / base["RGD gradient (s)"]
-    print_table(table, f"MPI scaling, {args.ratings:.0f} synthetic ratings, ALS rank "
-                       f"{args.rank}, gradient rank {args.grassmann_rank}; load average after "
-                       f"{os.getloadavg()[0]:.2f}", args.out)
+    text = print_table(table, f"MPI scaling, {args.ratings:.0f} synthetic ratings, ALS rank "
+                              f"{args.rank}, gradient rank {args.grassmann_rank}; load "
+                              f"average after {os.getloadavg()[0]:.2f}", None)
+    # on paper: the multiply-add rate of this machine (1 rank x 2 threads) carried to bigger
+    # data sets on several such machines, plus moving every new row once per half-step
+    measured = float(base["ALS epoch (s)"])
+    here = (args.ratings, 70_000, 10_000)
+    rows = []
+    for name in PROJECTED:
+        for machines in (1, 8, 32):
+            compute, comm = projection(measured, here, args.rank, name, args.project_rank,
+                                       machines, args.network_gbit)
+            rows.append({"data": name, "machines (2 cores each)": machines,
+                         "compute s/epoch": compute, "Allgatherv s/epoch": comm,
+                         "total s/epoch": compute + comm})
+    proj = print_table(pd.DataFrame(rows),
+                       f"On paper: ALS rank {args.project_rank} with biases, from this "
+                       f"machine's rate ({als_work(*here, rank=args.rank) / measured / 1e9:.1f} "
+                       f"G multiply-adds/s at rank {args.rank}) and a "
+                       f"{args.network_gbit:g} Gbit/s network", None)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(machine_line() + "\n\n" + text.to_markdown(
+            index=False, floatfmt=".4g") + "\n\n" + proj.to_markdown(index=False,
+                                                                   floatfmt=".4g") + "\n")
 
 
 if __name__ == "__main__":

@@ -380,6 +380,23 @@ def _to_html(path: Path) -> Path:
     return out
 
 
+#: the first code cell of every notebook: in Colab (detected by its module, never
+#: assumed) it installs mflib with its notebook extras from ``MFLIB_SOURCE``; anywhere
+#: else it does nothing. The data are downloaded and checksummed by mflib when loaded.
+COLAB_CELL = """\
+# Colab only (detected, not assumed): install mflib from MFLIB_SOURCE (see the README);
+# elsewhere this cell does nothing. mflib downloads and checks the data when loading it.
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and "MFLIB_SOURCE" not in os.environ:
+    raise RuntimeError("In Colab, first run %env MFLIB_SOURCE=git+https://github.com/<you>/"
+                       "<your copy of mflib> (a pip requirement for mflib), then this cell")
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    f"mflib[notebooks] @ {os.environ['MFLIB_SOURCE']}"], check=True)"""
+
 #: the marker of a notebook cell whose output nbval compares (``make test``)
 CHECKED_MARKER = "# NBVAL_CHECK_OUTPUT"
 
@@ -563,3 +580,462 @@ def search(estimator, param_distributions, split=None, *, train=None, validation
         log(f"search ({method}, {len(rows)} trials, seed {random_state}): "
             f"{type(estimator).__name__} {best_params} -> {metric} {table[metric].iloc[best]:.4f}")
     return result
+
+
+# ---------------------------------------------------------------------- evaluation on folds
+def validation_part(train, *, val_size=0.1, kind="random", random_state=0) -> tuple:
+    """``(fit_part, validation)``: ``val_size`` of the training ratings held out to choose
+    settings on (:func:`mflib.data.make_split` of ``train`` alone, so a split's test part
+    can never enter). ``kind`` is a split kind; "temporal" takes no seed.
+
+    The same call with the same arguments gives the same parts, and it draws exactly the
+    holdout a :class:`~mflib.Blend` with ``holdout=val_size``, ``holdout_split=kind`` and
+    ``random_state`` carves from the same ratings.
+    """
+    from .data.split import make_split  # noqa: PLC0415
+
+    extra = {} if kind == "temporal" else {"random_state": random_state}
+    inner = make_split(train, kind, test_size=val_size, val_size=0.0, **extra)
+    return inner.train, inner.test
+
+
+class ReusedFits:
+    """An estimator that reuses models already fitted on the very same ratings.
+
+    ``fit(X)`` looks ``X`` up by its fingerprint (ratings, pairs and id maps:
+    :func:`mflib.persistence.ratings_fingerprint`) among the models it was given or fitted
+    before: when one was fitted on exactly these ratings it *becomes* that model, and
+    otherwise it fits a clone of ``estimator`` (and remembers it). Everything else
+    (``predict``, ``score_items``, ``history_``, ``save``...) is the current model's.
+    Clones share the cache, which is what lets a :class:`~mflib.Blend` whose holdout is
+    the tuning's validation part reuse the tuning fits and the full-training fits
+    instead of repeating them (:func:`evaluate_families`).
+    """
+
+    def __init__(self, estimator, fitted=()):
+        self.estimator = estimator
+        self._cache = {}
+        for model in fitted:
+            self.remember(model)
+
+    def remember(self, model) -> None:
+        """Add a fitted model, keyed by the fingerprint of its training ratings."""
+        self._cache[model.provenance_["training_sha256"]] = model
+
+    def __sklearn_clone__(self):
+        out = ReusedFits(self.estimator)
+        out._cache = self._cache
+        return out
+
+    def get_params(self, deep=True) -> dict:
+        return {"estimator": self.estimator}
+
+    def fit(self, X, y=None, *, eval_set=None):
+        from .data.ratings import as_rating_matrix  # noqa: PLC0415
+        from .persistence import ratings_fingerprint  # noqa: PLC0415
+
+        train = as_rating_matrix(X, y)
+        key = ratings_fingerprint(train)
+        if key not in self._cache:
+            self._cache[key] = clone(self.estimator).fit(train, eval_set=eval_set)
+        self.model_ = self._cache[key]
+        return self
+
+    def predict(self, X, **kwargs):
+        return self.model_.predict(X, **kwargs)
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name in ("model_", "_cache", "estimator"):
+            raise AttributeError(name)
+        return getattr(self.model_, name)
+
+
+def _plain(value):
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def tune_families(families: dict, train, *, val_size=0.1, kind="random", method="grid",
+                  n_iter=10, random_state=0, log=print) -> dict:
+    """Choose each family's settings on a validation part of ``train`` only.
+
+    Parameters
+    ----------
+    families : dict of name -> (estimator, space)
+        ``space`` as :func:`search` takes it (a dict of parameter -> values or
+        distribution); an empty dict keeps the estimator's settings (it is fitted once on
+        the fit part, for its history).
+    train : RatingMatrix
+        Training ratings only; the validation part is carved from them
+        (:func:`validation_part`).
+    val_size, kind, random_state :
+        Of the validation part; ``random_state`` also seeds random searches.
+    method, n_iter :
+        As in :func:`search` ("grid" fits every point of each space).
+    log : callable or None
+
+    Returns
+    -------
+    dict of name -> SearchResult
+        ``best_params``, ``best_model`` (fitted on the fit part with the validation part
+        as ``eval_set``, so its history holds ``val_rmse`` per iteration) and the trial
+        ``table``.
+    """
+    fit_part, validation = validation_part(train, val_size=val_size, kind=kind,
+                                           random_state=random_state)
+    out = {}
+    for name, (estimator, space) in families.items():
+        if space:
+            result = search(estimator, space, train=fit_part, validation=validation,
+                            method=method, n_iter=n_iter, random_state=random_state, log=None)
+        else:
+            model = clone(estimator)
+            t0 = time.perf_counter()
+            model.fit(fit_part, eval_set=validation)
+            row = evaluate_fit(model, validation=validation,
+                               fit_seconds=time.perf_counter() - t0)
+            table = _ordered([row])
+            table.index.name = "trial"
+            result = SearchResult(table, {}, model, table.iloc[0], "val_rmse")
+        out[name] = result
+        if log is not None:
+            chosen = ", ".join(f"{k}={_plain(v)!r}" for k, v in result.best_params.items())
+            log(f"  {name}: {chosen or 'as configured'} -> val_rmse "
+                f"{result.best_row['val_rmse']:.4f} ({len(result.table)} fits)")
+    return out
+
+
+class FamilyEvaluation:
+    """What :func:`evaluate_families` measured.
+
+    ``table``: one row per (split, model): the columns of :data:`COLUMNS` that apply
+    (``test_rmse``, ``test_mae``, ``fit_seconds``, ``n_iter``...), the ranking metrics
+    (``precision@k``...), ``val_rmse`` (on the validation part the settings were chosen
+    on) and ``params`` (the chosen settings, as text). ``models[split][name]``: the
+    models fitted on the split's whole training part (the blend included);
+    ``tuning[split][name]``: the :class:`SearchResult` of each family;
+    ``blends[split]``: the fitted :class:`~mflib.Blend`.
+    """
+
+    def __init__(self, table, models, tuning, blends):
+        self.table = table
+        self.models = models
+        self.tuning = tuning
+        self.blends = blends
+
+    def weights(self) -> pd.DataFrame:
+        """The blend's weights: one column per split, one row per member (and the
+        intercept)."""
+        return pd.DataFrame({
+            split: pd.concat([blend.named_weights_,
+                              pd.Series({"intercept": blend.intercept_})])
+            for split, blend in self.blends.items()})
+
+    def __repr__(self) -> str:
+        return (f"FamilyEvaluation({len(self.models)} splits x "
+                f"{self.table['model'].nunique()} models)")
+
+
+def evaluate_families(families: dict, splits: dict, *, val_size=0.1, kind="random",
+                      method="grid", n_iter=10, ranking_k=10, blend=True,
+                      blend_method="nnls", random_state=0, log=print) -> FamilyEvaluation:
+    """Every family on every split, each tuned on its split's training part only, and a
+    :class:`~mflib.Blend` of them all.
+
+    For each split: the families' settings are chosen on a validation part of the
+    training ratings (:func:`tune_families`); each tuned family is fitted on the whole
+    training part (timed) and scored on the test part (RMSE, MAE, full-catalogue
+    P/R/NDCG/MAP@``ranking_k``); then a blend of the tuned families fits its weights on
+    the same validation part (members fitted without it) and predicts the test part with
+    the members fitted on the whole training part, exactly as ``Blend(holdout=val_size,
+    holdout_split=kind, refit=True)`` does. The blend reuses the tuning's and the
+    families' fits (:class:`ReusedFits`) instead of repeating them; its ``fit_seconds``
+    is what it would cost from scratch (its members' two fits each, plus the weights).
+    The test part is only ever predicted.
+
+    Parameters
+    ----------
+    families : dict of name -> (estimator, space)
+        See :func:`tune_families`.
+    splits : dict of name -> Split
+        E.g. ml-100k's ``u1``...``u5`` and the Netflix course split.
+    val_size, kind, method, n_iter, random_state :
+        See :func:`tune_families`.
+    ranking_k : int or None, default 10
+        Cut-off of the ranking metrics (None: no ranking metrics).
+    blend : bool, default True
+    blend_method : {"nnls", "ridge"}, default "nnls"
+    log : callable or None, default print
+        Progress, one line per family and split.
+
+    Returns
+    -------
+    FamilyEvaluation
+    """
+    from .solvers.blend import Blend  # noqa: PLC0415  (the solvers import this module)
+
+    rows, models, tuning, blends = [], {}, {}, {}
+    for split_name, split in splits.items():
+        if log is not None:
+            log(f"[{split_name}] tuning {len(families)} families on "
+                f"{val_size:g} of its {split.train.nnz} training ratings")
+        tuned = tune_families(families, split.train, val_size=val_size, kind=kind,
+                              method=method, n_iter=n_iter, random_state=random_state,
+                              log=log)
+        fitted, members = {}, []
+        for name, (estimator, _) in families.items():
+            model = clone(estimator).set_params(**tuned[name].best_params)
+            t0 = time.perf_counter()
+            model.fit(split.train)
+            seconds = time.perf_counter() - t0
+            fitted[name] = model
+            rows.append(_family_row(split_name, name, model, split, seconds, tuned[name],
+                                    ranking_k))
+            members.append((name, ReusedFits(clone(model),
+                                             (tuned[name].best_model, model))))
+        if blend:
+            combined = Blend(members, method=blend_method, holdout=val_size,
+                             holdout_split=kind, refit=True, random_state=random_state)
+            t0 = time.perf_counter()
+            combined.fit(split.train)
+            # what the blend costs fitted from scratch: its own work plus every member's
+            # fit without the holdout (the tuning's chosen trial) and on all training
+            seconds = time.perf_counter() - t0 + sum(
+                float(tuned[name].best_row["fit_seconds"]) for name in families) + sum(
+                r["fit_seconds"] for r in rows if r["split"] == split_name)
+            fitted["blend"] = blends[split_name] = combined
+            row = _family_row(split_name, "blend", combined, split, seconds, None, ranking_k)
+            row["params"] = ", ".join(f"{n}={w:.3f}" for n, w in
+                                      combined.named_weights_.items())
+            rows.append(row)
+        models[split_name], tuning[split_name] = fitted, tuned
+        if log is not None:
+            done = pd.DataFrame([r for r in rows if r["split"] == split_name])
+            best = done.loc[done["test_rmse"].idxmin()]
+            log(f"[{split_name}] best test RMSE {best['test_rmse']:.4f} ({best['model']})")
+    table = pd.DataFrame(rows)
+    first = ["split", "model", "test_rmse", "test_mae"]
+    rank_cols = [c for c in table.columns if "@" in c]
+    rest = [c for c in ("val_rmse", "fit_seconds", "n_iter", "stop_reason", "params")
+            if c in table.columns]
+    return FamilyEvaluation(table[first + rank_cols + rest], models, tuning, blends)
+
+
+def _family_row(split_name, name, model, split, seconds, tuned, ranking_k) -> dict:
+    row = evaluate_fit(model, test=split.test, fit_seconds=seconds, ranking_k=ranking_k)
+    out = {"split": split_name, "model": name, **row}
+    if tuned is not None:
+        out["val_rmse"] = float(tuned.best_row["val_rmse"])
+        out["params"] = ", ".join(f"{k}={_plain(v)!r}" for k, v in tuned.best_params.items())
+    return out
+
+
+def select_splits(table: pd.DataFrame, splits=None, dataset=None) -> pd.DataFrame:
+    """Rows of a :class:`FamilyEvaluation` table for ``splits`` (names) and/or
+    ``dataset`` (the splits named ``dataset/...``, as :func:`load_splits` names them)."""
+    keep = np.ones(len(table), dtype=bool)
+    if splits is not None:
+        keep &= table["split"].isin(list(splits)).to_numpy()
+    if dataset is not None:
+        keep &= table["split"].str.startswith(f"{dataset}/").to_numpy()
+    return table[keep]
+
+
+def fold_summary(table: pd.DataFrame, metrics=("test_rmse", "test_mae"), *, splits=None,
+                 dataset=None, sort_by=None) -> pd.DataFrame:
+    """Mean and standard deviation (ddof=1) of ``metrics`` per model over ``splits``
+    (names) or the splits of ``dataset`` (named ``dataset/...``, as :func:`load_splits`
+    names them; default: every split in ``table``), one row per model, columns
+    ``<metric>_mean`` / ``<metric>_std`` and ``n_splits``, sorted by the first metric's
+    mean."""
+    part = select_splits(table, splits, dataset)
+    if part.empty:
+        raise ValueError(f"no rows for splits {splits!r}; the table has "
+                         f"{sorted(table['split'].unique())}")
+    grouped = part.groupby("model")[list(metrics)]
+    out = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=1).add_suffix("_std"))
+    out["n_splits"] = part.groupby("model").size()
+    ordered = [f"{m}_{s}" for m in metrics for s in ("mean", "std")] + ["n_splits"]
+    return out[ordered].sort_values(sort_by or f"{metrics[0]}_mean")
+
+
+def paired_comparison(table: pd.DataFrame, metric="test_rmse", *, models=None, top=3,
+                      splits=None, dataset=None) -> pd.DataFrame:
+    """Paired comparison of models across splits (the same folds for every model).
+
+    For each pair (a, b) of ``models`` (default: the ``top`` lowest mean ``metric``), the
+    per-split differences ``d = metric(a) - metric(b)``: their mean and standard
+    deviation, how many splits ``a`` wins (lower ``metric``), the paired t-test
+    (``scipy.stats.ttest_rel``) and the Wilcoxon signed-rank test (exact; with 5 folds
+    its two-sided p-value cannot go below 2/2^5 = 0.0625). ``splits`` / ``dataset`` select
+    the splits as in :func:`fold_summary`.
+    """
+    from itertools import combinations  # noqa: PLC0415
+
+    from scipy import stats  # noqa: PLC0415
+
+    part = select_splits(table, splits, dataset)
+    wide = part.pivot(index="split", columns="model", values=metric)
+    if models is None:
+        models = list(wide.mean().sort_values().index[:top])
+    missing = sorted(set(models) - set(wide.columns))
+    if missing:
+        raise KeyError(f"models {missing} are not in the table; it has {list(wide.columns)}")
+    wide = wide[list(models)].dropna()
+    if len(wide) < 2:
+        raise ValueError(f"a paired comparison needs at least 2 splits scored by every model; "
+                         f"got {len(wide)}")
+    rows = []
+    for a, b in combinations(models, 2):
+        d = (wide[a] - wide[b]).to_numpy()
+        t = stats.ttest_rel(wide[a], wide[b])
+        w = stats.wilcoxon(d) if np.any(d != 0) else None
+        rows.append({"model_a": a, "model_b": b, "mean_difference": float(d.mean()),
+                     "std_difference": float(d.std(ddof=1)), "a_wins": int((d < 0).sum()),
+                     "splits": len(d), "t_statistic": float(t.statistic),
+                     "t_pvalue": float(t.pvalue),
+                     "wilcoxon_pvalue": float(w.pvalue) if w is not None else 1.0})
+    return pd.DataFrame(rows)
+
+
+def history_table(models: dict, keys=("time", "val_rmse")) -> pd.DataFrame:
+    """The histories of fitted ``models`` (name -> model or History) as one long table:
+    columns ``model``, ``iteration`` and ``keys`` (models that do not record every key
+    are left out), for seaborn's ``lineplot(x="time", y="val_rmse", hue="model")``."""
+    frames = []
+    for name, model in models.items():
+        h = model.history_ if hasattr(model, "history_") else model
+        if len(h) and all(k in h for k in keys):
+            frames.append(pd.DataFrame({"model": name, "iteration": np.arange(1, len(h) + 1),
+                                        **{k: h[k] for k in keys}}))
+    if not frames:
+        raise ValueError(f"no model records all of {list(keys)}")
+    return pd.concat(frames, ignore_index=True)
+
+
+#: exported estimators that are not rating models to compare (the mean and popularity
+#: baselines are references, CFEnsemble is a classifier)
+NOT_RATING_MODELS = ("GlobalMean", "UserMean", "ItemMean", "UserItemMean", "Popularity")
+
+
+def rating_estimators() -> dict:
+    """Class name -> class of every exported estimator that models ratings, the mean and
+    popularity baselines (:data:`NOT_RATING_MODELS`) left out."""
+    from .registry import estimators  # noqa: PLC0415
+
+    return {cls.__name__: cls for cls in estimators().values()
+            if cls.__name__ not in NOT_RATING_MODELS}
+
+
+#: rating estimators that, by design, refuse problems of ml-100k's size (a dense
+#: Hessian of ``(n_users + n_items)(k + 1)`` variables: 6.7 GB on ml-100k at rank 10)
+SMALL_PROBLEMS_ONLY = ("NewtonMF",)
+
+
+def default_estimators(*, iterative_only=False, exclude=(), small_problems=False,
+                       random_state=0) -> dict:
+    """Every rating estimator (:func:`rating_estimators`) with its default parameters,
+    seeded with ``random_state`` where it takes one; ``iterative_only`` keeps those whose
+    fit runs more than one iteration (a ``max_iter`` parameter, Blend excepted);
+    :data:`SMALL_PROBLEMS_ONLY` ones only with ``small_problems``."""
+    out = {}
+    for name, cls in rating_estimators().items():
+        if name in exclude or (name in SMALL_PROBLEMS_ONLY and not small_problems):
+            continue
+        model = cls()
+        params = model.get_params()
+        if iterative_only and ("max_iter" not in params or name == "Blend"):
+            continue
+        if "random_state" in params:
+            model.set_params(random_state=random_state)
+        out[name] = model
+    return out
+
+
+def load_splits(predefined: dict, *, download=True) -> dict:
+    """Predefined splits by name: ``{"ml-100k": ["u1", "u2"], "netflix": ["course"]}``
+    gives ``{"ml-100k/u1": Split, "ml-100k/u2": Split, "netflix/course": Split}``."""
+    from .data import load_predefined_split  # noqa: PLC0415
+
+    return {f"{dataset}/{name}": load_predefined_split(dataset, name, download=download)
+            for dataset, names in predefined.items() for name in names}
+
+
+#: search spaces of the evaluation's families around their defaults: "full" (the
+#: benchmark) and "quick" (the default and one neighbour for the cheap families, the
+#: default alone for the costly ones: notebook 07 in minutes)
+FAMILY_SPACES = {
+    "full": {
+        "bias baseline": {"regularization": [3.0, 5.0, 10.0]},
+        "ALS": {"regularization": [10.0, 15.0, 20.0], "n_factors": [10, 30]},
+        "BCD": {"regularization": [2e-4, 3e-4, 5e-4]},
+        "Lasso-MF": {"regularization": [4.0, 5.0, 6.0]},
+        "SGD": {"regularization": [0.05, 0.1], "n_factors": [50, 100]},
+        "SVRG": {"regularization": [0.08, 0.12]},
+        "SVD++": {"regularization": [0.02, 0.05], "n_factors": [20, 50]},
+        "Grassmann (RGD)": {"regularization": [0.1, 0.3, 1.0], "n_factors": [3, 5]},
+        "SoftImpute": {"regularization": [5.0, 10.0, 20.0]},
+        "hybrid": {"regularization": [5.0, 10.0, 20.0]},
+        "BayesianMF": {"n_factors": [10, 20]},
+    },
+    "quick": {
+        "bias baseline": {"regularization": [5.0, 10.0]},
+        "ALS": {"regularization": [15.0, 20.0]},
+        "BCD": {},
+        "Lasso-MF": {},
+        "SGD": {},
+        "SVRG": {},
+        "SVD++": {},
+        "Grassmann (RGD)": {"regularization": [0.3, 1.0]},
+        "SoftImpute": {"regularization": [10.0, 20.0]},
+        "hybrid": {"regularization": [10.0, 20.0]},
+        "BayesianMF": {},
+    },
+}
+
+#: the estimator behind each family name of :data:`FAMILY_SPACES`
+FAMILY_ESTIMATORS = {
+    "bias baseline": "BiasBaseline", "ALS": "ALS", "BCD": "BiasedBCD", "Lasso-MF": "LassoMF",
+    "SGD": "SGD", "SVRG": "SVRG", "SVD++": "SVDpp", "Grassmann (RGD)": "RGD",
+    "SoftImpute": "SoftImpute", "hybrid": "Hybrid", "BayesianMF": "BayesianMF",
+}
+
+
+def family_table(families: dict) -> pd.DataFrame:
+    """One row per family of :func:`evaluation_families`: its estimator class, the
+    parameters it starts from that differ from the class defaults, and its search space."""
+    rows = []
+    for name, (model, space) in families.items():
+        defaults = type(model)().get_params()
+        changed = {k: v for k, v in model.get_params().items()
+                   if k != "random_state" and v != defaults.get(k)}
+        rows.append({"family": name, "estimator": type(model).__name__,
+                     "settings": ", ".join(f"{k}={v!r}" for k, v in changed.items())
+                     or "defaults",
+                     "search space": ", ".join(f"{k} in {v!r}" for k, v in space.items())
+                     or "none (defaults)"})
+    return pd.DataFrame(rows).set_index("family")
+
+
+def evaluation_families(grid="quick", *, random_state=0, overrides=None) -> dict:
+    """The families of the evaluation (notebook 07, ``benchmarks/bench_evaluation.py``):
+    name -> (estimator with its defaults, search space of :data:`FAMILY_SPACES` [grid]).
+
+    ``overrides`` maps a family name to parameters set on its estimator (e.g. fewer
+    Gibbs sweeps for a quick run); spaces are searched around those.
+    """
+    from .registry import make_estimator  # noqa: PLC0415
+
+    if grid not in FAMILY_SPACES:
+        raise ValueError(f"grid must be one of {sorted(FAMILY_SPACES)}, got {grid!r}")
+    unknown = sorted(set(overrides or {}) - set(FAMILY_ESTIMATORS))
+    if unknown:
+        raise ValueError(f"overrides name unknown families {unknown}; families: "
+                         f"{list(FAMILY_ESTIMATORS)}")
+    out = {}
+    for name, space in FAMILY_SPACES[grid].items():
+        model = make_estimator(FAMILY_ESTIMATORS[name])
+        if "random_state" in model.get_params():
+            model.set_params(random_state=random_state)
+        model.set_params(**(overrides or {}).get(name, {}))
+        out[name] = (model, dict(space))
+    return out

@@ -14,8 +14,6 @@
 #     name: python3
 # ---
 
-# %%
-
 # %% [markdown]
 # # 02 · Alternating methods: ALS, biased BCD, Lasso-MF, parallel ALS
 #
@@ -40,6 +38,20 @@
 # Part 1 reproduces the course settings on the Netflix subset (RMSE and the prediction
 # for test record 8560); part 2 fits biased ALS on MovieLens with a small
 # regularisation sweep chosen on a validation split.
+
+# %%
+# Colab only (detected, not assumed): install mflib from MFLIB_SOURCE (see the README);
+# elsewhere this cell does nothing. mflib downloads and checks the data when loading it.
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and "MFLIB_SOURCE" not in os.environ:
+    raise RuntimeError("In Colab, first run %env MFLIB_SOURCE=git+https://github.com/<you>/"
+                       "<your copy of mflib> (a pip requirement for mflib), then this cell")
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    f"mflib[notebooks] @ {os.environ['MFLIB_SOURCE']}"], check=True)
 
 # %% tags=["parameters"]
 course_dataset = "netflix"
@@ -85,15 +97,16 @@ common = dict(max_iter=max_iter, random_state=random_state)
 course_models = {
     f"LassoMF λ={lasso_regularization:g} K={lasso_n_factors}": LassoMF(
         regularization=lasso_regularization, n_factors=lasso_n_factors,
-        regularization_scale="sklearn", **common),
+        regularization_scale="sklearn", center="none", **common),
     f"LassoMF λ={lasso_sparse_regularization:g} K={lasso_sparse_n_factors}": LassoMF(
         regularization=lasso_sparse_regularization, n_factors=lasso_sparse_n_factors,
-        regularization_scale="sklearn", **common),
+        regularization_scale="sklearn", center="none", **common),
     f"LassoMF λ={lasso_regularization:g} K={lasso_n_factors} (SPEC formula)": LassoMF(
         regularization=lasso_regularization, n_factors=lasso_n_factors,
-        regularization_scale="course", **common),
+        regularization_scale="course", center="none", **common),
     f"BiasedBCD λ={bcd_regularization:g} K={bcd_n_factors}": BiasedBCD(
-        regularization=bcd_regularization, n_factors=bcd_n_factors, **common),
+        regularization=bcd_regularization, n_factors=bcd_n_factors, bias_regularization=0.0,
+        **common),
     f"ALS λ={als_course_regularization:g} K={als_course_n_factors}": ALS(
         regularization=als_course_regularization, n_factors=als_course_n_factors,
         regularization_scale="course", use_bias=False, **common),

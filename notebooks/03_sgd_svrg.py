@@ -14,8 +14,6 @@
 #     name: python3
 # ---
 
-# %%
-
 # %% [markdown]
 # # 03 · Stochastic solvers: biased SGD (Funk-SVD) and SVRG
 #
@@ -35,8 +33,23 @@
 # We compare loss, train RMSE and validation RMSE against epochs and against solver
 # seconds, and tabulate a few learning rates of each.
 
+# %%
+# Colab only (detected, not assumed): install mflib from MFLIB_SOURCE (see the README);
+# elsewhere this cell does nothing. mflib downloads and checks the data when loading it.
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and "MFLIB_SOURCE" not in os.environ:
+    raise RuntimeError("In Colab, first run %env MFLIB_SOURCE=git+https://github.com/<you>/"
+                       "<your copy of mflib> (a pip requirement for mflib), then this cell")
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    f"mflib[notebooks] @ {os.environ['MFLIB_SOURCE']}"], check=True)
+
 # %% tags=["parameters"]
 dataset = "ml-100k"
+fallback_dataset = "ml-100k"
 test_size = 0.2
 val_size = 0.1
 random_state = 0
@@ -53,6 +66,7 @@ svrg_learning_rates = [0.001, 0.005, 0.01, 0.02]
 import matplotlib.pyplot as plt
 
 from mflib import SGD, SVRG, load_dataset, make_split
+from mflib.data import first_available
 from mflib.experiment import compare, sweep
 from mflib.plots import plot_history
 
@@ -60,7 +74,7 @@ from mflib.plots import plot_history
 # ## Data and split
 
 # %%
-ratings = load_dataset(dataset)
+ratings = load_dataset(first_available(dataset, fallback_dataset))
 split = make_split(ratings, "random", test_size=test_size, val_size=val_size,
                    random_state=random_state)
 split.summary()
@@ -75,7 +89,8 @@ common = dict(n_factors=n_factors, regularization=regularization, max_iter=max_i
               random_state=random_state)
 models = {
     "SGD": SGD(learning_rate=sgd_learning_rate, **common),
-    "SVRG": SVRG(learning_rate=svrg_learning_rate, batch_size=svrg_batch_size, **common),
+    "SVRG": SVRG(learning_rate=svrg_learning_rate, batch_size=svrg_batch_size,
+                 schedule="exponential", **common),
 }
 scores = compare(models, split, history=("grad_norm",))
 scores
@@ -104,7 +119,7 @@ sgd_rates = sweep(SGD(**common), {"learning_rate": sgd_learning_rates}, split)
 sgd_rates
 
 # %%
-svrg_rates = sweep(SVRG(batch_size=svrg_batch_size, **common),
+svrg_rates = sweep(SVRG(batch_size=svrg_batch_size, schedule="exponential", **common),
                    {"learning_rate": svrg_learning_rates}, split)
 svrg_rates
 

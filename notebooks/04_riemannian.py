@@ -14,8 +14,6 @@
 #     name: python3
 # ---
 
-# %%
-
 # %% [markdown]
 # # 04 · Riemannian optimisation on the Grassmann manifold
 #
@@ -36,8 +34,23 @@
 # Euclidean gradient descent on $(U, W, b, c)$; ALS is the reference. Then the three
 # retractions, and a picture of an optimisation path.
 
+# %%
+# Colab only (detected, not assumed): install mflib from MFLIB_SOURCE (see the README);
+# elsewhere this cell does nothing. mflib downloads and checks the data when loading it.
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and "MFLIB_SOURCE" not in os.environ:
+    raise RuntimeError("In Colab, first run %env MFLIB_SOURCE=git+https://github.com/<you>/"
+                       "<your copy of mflib> (a pip requirement for mflib), then this cell")
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    f"mflib[notebooks] @ {os.environ['MFLIB_SOURCE']}"], check=True)
+
 # %% tags=["parameters"]
 dataset = "ml-100k"
+fallback_dataset = "ml-100k"
 split_method = "random"
 test_size = 0.2
 val_size = 0.1
@@ -51,6 +64,7 @@ batch_size = 64
 sampling = "count"
 catalyst_kappa = 0.01
 n_workers = 4
+dane_proximity = 0.01
 als_regularization = 10.0
 retraction_calls = 20
 
@@ -69,6 +83,7 @@ from mflib import (
     load_dataset,
     make_split,
 )
+from mflib.data import first_available
 from mflib.experiment import compare, history_value, sweep
 from mflib.plots import plot_history, plot_path
 from mflib.solvers.riemannian import Grassmann, PathRecorder, time_retractions
@@ -78,7 +93,8 @@ from mflib.validation import check_random_state
 # ## Data and split
 
 # %%
-split = make_split(load_dataset(dataset), split_method, test_size=test_size,
+ratings = load_dataset(first_available(dataset, fallback_dataset))
+split = make_split(ratings, split_method, test_size=test_size,
                    val_size=val_size, random_state=random_state)
 split.summary()
 
@@ -114,8 +130,8 @@ manifold_models = {
     "Catalyst(SVRG)": Catalyst(inner_solver="svrg", **catalyst),
     "Catalyst(SARAH)": Catalyst(inner_solver="sarah", **catalyst),
     "Catalyst(SPIDER)": Catalyst(inner_solver="spider", **catalyst),
-    f"DANE({n_workers} workers)": DANE(n_workers=n_workers, local_steps=3,
-                                       max_iter=max_iter // 3, **common),
+    f"DANE({n_workers} workers)": DANE(n_workers=n_workers, proximity=dane_proximity,
+                                       local_steps=3, max_iter=max_iter // 3, **common),
 }
 models = {
     **manifold_models,

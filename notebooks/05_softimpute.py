@@ -14,8 +14,6 @@
 #     name: python3
 # ---
 
-# %%
-
 # %% [markdown]
 # # 05 · SoftImpute: convex matrix completion
 #
@@ -35,6 +33,20 @@
 #    starts and pick $\lambda$ on a validation split (RMSE and rank against $\lambda$);
 # 2. watch both solvers converge at the selected $\lambda$, against iterations and seconds;
 # 3. compare with ALS at the selected rank and with the bias baseline on the test split.
+
+# %%
+# Colab only (detected, not assumed): install mflib from MFLIB_SOURCE (see the README);
+# elsewhere this cell does nothing. mflib downloads and checks the data when loading it.
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and "MFLIB_SOURCE" not in os.environ:
+    raise RuntimeError("In Colab, first run %env MFLIB_SOURCE=git+https://github.com/<you>/"
+                       "<your copy of mflib> (a pip requirement for mflib), then this cell")
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    f"mflib[notebooks] @ {os.environ['MFLIB_SOURCE']}"], check=True)
 
 # %% tags=["parameters"]
 dataset = "ml-100k"

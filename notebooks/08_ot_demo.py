@@ -34,6 +34,20 @@
 # Everything is computed with POT (`ot.wasserstein_1d`, `ot.barycenter`,
 # `ot.lp.free_support_barycenter`, `ot.emd2`) through `mflib.transport`.
 
+# %%
+# Colab only (detected, not assumed): install mflib from MFLIB_SOURCE (see the README);
+# elsewhere this cell does nothing. mflib downloads and checks the data when loading it.
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and "MFLIB_SOURCE" not in os.environ:
+    raise RuntimeError("In Colab, first run %env MFLIB_SOURCE=git+https://github.com/<you>/"
+                       "<your copy of mflib> (a pip requirement for mflib), then this cell")
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    f"mflib[notebooks] @ {os.environ['MFLIB_SOURCE']}"], check=True)
+
 # %% tags=["parameters"]
 dataset = "ml-100k"
 split_method = "user"

@@ -14,8 +14,6 @@
 #     name: python3
 # ---
 
-# %%
-
 # %% [markdown]
 # # 09 · Second-order methods: Newton, Gauss-Newton / Levenberg-Marquardt, Newton-CG
 #
@@ -55,6 +53,20 @@
 # converged) and says what was wrong; part 2 puts every method on one small problem;
 # part 3 runs the matrix-free ones on ml-100k at rank 10 beside ALS and RGD and
 # measures what an iteration costs.
+
+# %%
+# Colab only (detected, not assumed): install mflib from MFLIB_SOURCE (see the README);
+# elsewhere this cell does nothing. mflib downloads and checks the data when loading it.
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and "MFLIB_SOURCE" not in os.environ:
+    raise RuntimeError("In Colab, first run %env MFLIB_SOURCE=git+https://github.com/<you>/"
+                       "<your copy of mflib> (a pip requirement for mflib), then this cell")
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    f"mflib[notebooks] @ {os.environ['MFLIB_SOURCE']}"], check=True)
 
 # %% tags=["parameters"]
 dataset = "ml-100k"

@@ -14,8 +14,6 @@
 #     name: python3
 # ---
 
-# %%
-
 # %% [markdown]
 # # 10 · ALS vs gradient: confidence-weighted MF and a CF-ensemble
 #
@@ -50,6 +48,20 @@
 #    and whether they agree.
 # 3. The ensemble on held-out instances beside the best single classifier, the mean of
 #    probabilities and scikit-learn's `StackingClassifier`.
+
+# %%
+# Colab only (detected, not assumed): install mflib from MFLIB_SOURCE (see the README);
+# elsewhere this cell does nothing. mflib downloads and checks the data when loading it.
+import os
+import subprocess
+import sys
+
+if "google.colab" in sys.modules and "MFLIB_SOURCE" not in os.environ:
+    raise RuntimeError("In Colab, first run %env MFLIB_SOURCE=git+https://github.com/<you>/"
+                       "<your copy of mflib> (a pip requirement for mflib), then this cell")
+if "google.colab" in sys.modules:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
+                    f"mflib[notebooks] @ {os.environ['MFLIB_SOURCE']}"], check=True)
 
 # %% tags=["parameters"]
 dataset = "breast_cancer"

@@ -7,16 +7,18 @@ from mflib.solvers.bcd import BiasedBCD
 
 
 def _fit(train, **kw):
-    params = {"n_factors": 3, "regularization": 1e-3, "max_iter": 8, "tol": 0.0,
-              "random_state": 0, "verbose": 0}
+    params = {"n_factors": 3, "regularization": 1e-3, "bias_regularization": 0.0,
+              "max_iter": 8, "tol": 0.0, "random_state": 0, "verbose": 0}
     params.update(kw)
     return BiasedBCD(**params).fit(train)
 
 
-def _objective(m, train, lam):
+def _objective(m, train, lam, lam_b=0.0):
     pred = m.predict(train)
     return (np.mean((train.ratings - pred) ** 2)
-            + lam * (np.sum(m.user_factors_**2) + np.sum(m.item_factors_**2)))
+            + lam * (np.sum(m.user_factors_**2) + np.sum(m.item_factors_**2))
+            + lam_b * (np.sum((m.user_bias_ - train.ratings.mean()) ** 2)
+                       + np.sum(m.item_bias_**2)))
 
 
 def test_objective_never_rises_and_matches_formula(small_low_rank):
@@ -77,6 +79,33 @@ def test_one_iteration_equals_a_numpy_reference(small_low_rank):
     np.testing.assert_allclose(m.item_factors_, Q, atol=1e-10)
 
 
+def test_penalised_intercepts_match_a_numpy_reference_and_never_raise_f(small_low_rank):
+    train, _ = small_low_rank
+    lam, lam_b, k = 1e-2, 2e-3, 3
+    m = _fit(train, regularization=lam, bias_regularization=lam_b, max_iter=1)
+    rng = np.random.default_rng(0)  # the estimator's start: same seed, same draws
+    P = rng.normal(0.0, 0.1, (train.n_users, k))
+    Q = rng.normal(0.0, 0.1, (train.n_items, k))
+    u, i, r = train.users, train.items, train.ratings
+    prior, mean = lam_b * train.nnz, r.mean()  # lambda_b |Omega| pseudo-ratings at m
+    dots = np.sum(P[u] * Q[i], axis=1)
+    mu = ((np.bincount(u, r - dots, train.n_users) + prior * mean)
+          / (np.bincount(u, minlength=train.n_users) + prior))
+    rho = (np.bincount(i, r - mu[u] - dots, train.n_items)
+           / (np.bincount(i, minlength=train.n_items) + prior))
+    np.testing.assert_allclose(m.user_bias_, mu, atol=1e-12)
+    np.testing.assert_allclose(m.item_bias_, rho, atol=1e-12)
+    # the penalised blocks are still exact: F (with the intercept penalty) never rises
+    longer = _fit(train, regularization=lam, bias_regularization=lam_b, max_iter=20)
+    obj = longer.history_["objective"]
+    assert np.all(np.diff(obj) <= 1e-13 * obj[0])
+    assert obj[-1] == pytest.approx(_objective(longer, train, lam, lam_b), rel=1e-12)
+    # shrinkage: the intercepts move toward m and 0 as lambda_b grows
+    plain = _fit(train, regularization=lam, max_iter=20)
+    assert np.std(longer.user_bias_) < np.std(plain.user_bias_)
+    assert np.abs(longer.item_bias_).mean() < np.abs(plain.item_bias_).mean()
+
+
 def test_recovers_planted_biased_low_rank(small_low_rank):
     train, truth = small_low_rank
     m = _fit(train, regularization=1e-7, max_iter=150)
@@ -103,8 +132,8 @@ def test_bad_parameters_are_refused(small_low_rank):
 
 
 def test_netflix_course_setting(netflix_split):
-    m = BiasedBCD(n_factors=3, regularization=0.1, max_iter=30, random_state=0,
-                  verbose=0).fit(netflix_split.train, eval_set=netflix_split.test)
+    m = BiasedBCD(n_factors=3, regularization=0.1, bias_regularization=0.0, max_iter=30,
+                  random_state=0, verbose=0).fit(netflix_split.train, eval_set=netflix_split.test)
     assert np.all(np.diff(m.history_["objective"]) <= 1e-12 * m.history_["objective"][0])
     # the mean-rating baseline scores about 1.07 on this split
     assert m.history_["val_rmse"][-1] < 1.0

@@ -63,7 +63,7 @@ def _weighted_lstsq(targets, weights, features, reg):
 @pytest.mark.parametrize("side", ["user", "item"])
 def test_weighted_als_half_step_is_the_exact_minimiser_of_its_block(weighted_data, side):
     rm, weights = weighted_data
-    model = WeightedALS(n_factors=3, regularization=0.7, random_state=0)
+    model = WeightedALS(n_factors=3, regularization=0.7, center="none", random_state=0)
     model._pending_weights = weights
     state = model._weighted_state(rm)
     model.half_step(state, side)
@@ -79,7 +79,8 @@ def test_weighted_als_half_step_is_the_exact_minimiser_of_its_block(weighted_dat
 
 def test_weighted_als_with_unit_weights_is_als(weighted_data):
     rm, _ = weighted_data
-    a = WeightedALS(n_factors=3, regularization=0.3, max_iter=6, tol=0, random_state=1).fit(rm)
+    a = WeightedALS(n_factors=3, regularization=0.3, max_iter=6, tol=0, center="none",
+                    random_state=1).fit(rm)
     b = ALS(n_factors=3, regularization=0.3, use_bias=False, max_iter=6, tol=0,
             random_state=1).fit(rm)
     np.testing.assert_allclose(a.user_factors_, b.user_factors_, rtol=1e-10, atol=1e-12)
@@ -90,8 +91,9 @@ def test_zero_weights_leave_their_ratings_out(weighted_data):
     rm, weights = weighted_data
     keep = np.random.default_rng(0).random(rm.nnz) < 0.7
     w = np.where(keep, weights, 0.0)
-    full = WeightedALS(n_factors=3, max_iter=5, tol=0, random_state=2).fit(rm, sample_weight=w)
-    part = WeightedALS(n_factors=3, max_iter=5, tol=0, random_state=2).fit(
+    full = WeightedALS(n_factors=3, max_iter=5, tol=0, center="none",
+                       random_state=2).fit(rm, sample_weight=w)
+    part = WeightedALS(n_factors=3, max_iter=5, tol=0, center="none", random_state=2).fit(
         rm.take(keep), sample_weight=weights[keep])
     np.testing.assert_allclose(full.user_factors_, part.user_factors_, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(full.history_["objective"], part.history_["objective"],
@@ -100,8 +102,10 @@ def test_zero_weights_leave_their_ratings_out(weighted_data):
 
 def test_weights_change_the_fit(weighted_data):
     rm, weights = weighted_data
-    a = WeightedALS(n_factors=3, max_iter=5, random_state=2).fit(rm)
-    b = WeightedALS(n_factors=3, max_iter=5, random_state=2).fit(rm, sample_weight=weights)
+    a = WeightedALS(n_factors=3, regularization=0.1, center="none", max_iter=5,
+                    random_state=2).fit(rm)
+    b = WeightedALS(n_factors=3, regularization=0.1, center="none", max_iter=5,
+                    random_state=2).fit(rm, sample_weight=weights)
     assert np.abs(a.predict(rm) - b.predict(rm)).max() > 1e-3
 
 
@@ -132,7 +136,7 @@ def test_weighted_gradient_matches_finite_differences(weighted_data):
 
 def test_weighted_als_objective_never_rises(weighted_data):
     rm, weights = weighted_data
-    model = WeightedALS(n_factors=4, regularization=0.2, max_iter=40, tol=0,
+    model = WeightedALS(n_factors=4, regularization=0.2, max_iter=40, tol=0, center="none",
                         random_state=5).fit(rm, sample_weight=weights)
     obj = model.history_["objective"]
     assert np.all(np.diff(obj) <= 1e-10 * obj[:-1])

@@ -8,8 +8,9 @@ from mflib.solvers.lasso_mf import LassoMF
 
 
 def _fit(train, **kw):
-    params = {"n_factors": 3, "regularization": 0.002, "max_iter": 6, "tol": 0.0,
-              "max_sweeps": 500, "sweep_tol": 1e-12, "random_state": 0, "verbose": 0}
+    params = {"n_factors": 3, "regularization": 0.002, "regularization_scale": "weighted",
+              "max_iter": 6, "tol": 0.0, "center": "none", "max_sweeps": 500,
+              "sweep_tol": 1e-12, "random_state": 0, "verbose": 0}
     params.update(kw)
     return LassoMF(**params).fit(train)
 
@@ -35,6 +36,27 @@ def test_item_half_step_agrees_with_sklearn_lasso(small_low_rank, scale, lam):
         ref = Lasso(alpha=alpha / (2 * n), fit_intercept=False, tol=1e-12, max_iter=100_000)
         ref.fit(P[train.users[rows]], train.ratings[rows])
         np.testing.assert_allclose(Q[i], ref.coef_, atol=1e-7)
+
+
+def test_centred_rows_are_lasso_fits_of_what_the_bias_baseline_leaves(small_low_rank):
+    from mflib import BiasBaseline
+
+    train, _ = small_low_rank
+    lam = 0.004
+    m = _fit(train, regularization=lam, center="biases", bias_regularization=3.0, max_iter=2)
+    base = BiasBaseline(regularization=3.0, max_iter=100, tol=1e-10).fit(train)
+    np.testing.assert_allclose(m.user_bias_, base.user_bias_, atol=1e-8)
+    np.testing.assert_allclose(m.item_bias_, base.item_bias_, atol=1e-8)
+    offsets = base.predict(train)
+    P, Q = m.user_factors_, m.item_factors_
+    for i in range(train.n_items):
+        rows = np.flatnonzero(train.items == i)
+        ref = Lasso(alpha=lam * len(rows) / (2 * len(rows)), fit_intercept=False, tol=1e-12,
+                    max_iter=100_000)
+        ref.fit(P[train.users[rows]], train.ratings[rows] - offsets[rows])
+        np.testing.assert_allclose(Q[i], ref.coef_, atol=1e-7)
+    np.testing.assert_allclose(m.predict(train), offsets + np.sum(
+        P[train.users] * Q[train.items], axis=1), atol=1e-12)
 
 
 def test_sklearn_scale_is_weighted_with_twice_the_lambda(small_low_rank):
@@ -71,14 +93,15 @@ def test_sparsity_grows_with_lambda_and_is_reported(small_low_rank):
 def test_course_convention_zeroes_everything_when_penalty_dominates(netflix_split):
     # lambda |Omega| / 2 exceeds every |Q_J^T r_u| at the small start, so 0 is optimal
     m = LassoMF(n_factors=3, regularization=0.1, regularization_scale="course", max_iter=3,
-                random_state=0, verbose=0).fit(netflix_split.train)
+                center="none", random_state=0, verbose=0).fit(netflix_split.train)
     assert m.user_zero_fraction_ == 1.0 and m.item_zero_fraction_ == 1.0
 
 
 def test_netflix_course_settings(netflix_split):
     # the course code: one sklearn Lasso(alpha=0.1) per row
     m = LassoMF(n_factors=3, regularization=0.1, regularization_scale="sklearn", max_iter=10,
-                random_state=0, verbose=0).fit(netflix_split.train, eval_set=netflix_split.test)
+                center="none", random_state=0, verbose=0).fit(netflix_split.train,
+                                                              eval_set=netflix_split.test)
     assert m.history_["val_rmse"][-1] < 1.05
     assert 0 < m.user_zero_fraction_ < 1
 
@@ -106,8 +129,8 @@ def test_recorded_objective_and_rmse_equal_a_direct_computation(small_low_rank):
     history = LassoMF(max_iter=3, **kw).fit(rm).history_
     for n in (1, 3):
         m = LassoMF(max_iter=n, **kw).fit(rm)
-        state = LayoutState(0.0, None, None, m.user_factors_, m.item_factors_,
-                            layout=training_layout(rm))
+        state = LayoutState(m.global_mean_, m.user_bias_, m.item_bias_, m.user_factors_,
+                            m.item_factors_, layout=training_layout(rm))
         assert history["objective"][n - 1] == pytest.approx(m.objective(state), rel=1e-10)
         direct = np.sqrt(np.mean((m.predict(rm) - rm.ratings) ** 2))
         assert history["train_rmse"][n - 1] == pytest.approx(direct, rel=1e-10)

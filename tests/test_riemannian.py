@@ -31,7 +31,7 @@ from mflib.solvers.riemannian import (
 )
 from mflib.solvers.riemannian.objectives import DaneLocalObjective
 
-LAM = 1e-4  # the ridge penalty lam |w_u|^2 (the estimators' default regularization)
+LAM = 1e-4  # the ridge penalty lam |w_u|^2 (the estimators' default before issue 13)
 
 
 @pytest.fixture(scope="module")
@@ -269,7 +269,8 @@ def test_problem_rejects_bad_input(planted):
 
 def test_rgd_is_monotone_and_accepts_armijo(planted):
     rm, _ = planted
-    m = RGD(n_factors=3, center="none", max_iter=40, random_state=0, verbose=0).fit(rm)
+    m = RGD(n_factors=3, center="none", regularization=LAM, max_iter=40, random_state=0,
+            verbose=0).fit(rm)
     obj = m.history_["objective"]
     assert np.all(np.diff(obj) < 0)
     assert m.history_["grad_norm"][-1] < 1e-2 * m.history_["grad_norm"][0]
@@ -321,7 +322,8 @@ RECOVERY = [
 @pytest.mark.parametrize("cls,params", RECOVERY, ids=[c.__name__ for c, _ in RECOVERY])
 def test_recovers_planted_low_rank(planted, cls, params):
     # noise is 0.05: the whole matrix (60% of it unseen) is recovered to below that
-    model = cls(n_factors=3, center="none", random_state=0, verbose=0, **params).fit(planted[0])
+    model = cls(n_factors=3, center="none", regularization=LAM, random_state=0, verbose=0,
+                **params).fit(planted[0])
     assert _recovery_rmse(model, planted) < 0.05, model.stop_reason_
 
 
@@ -425,11 +427,12 @@ MORE = [
 @pytest.mark.parametrize("cls,params", MORE, ids=["catalyst", "catalyst-spider", "dane",
                                                   "euclidean"])
 def test_more_optimisers_recover_planted_low_rank(planted, cls, params):
-    model = cls(n_factors=3, center="none", random_state=0, verbose=0, **params).fit(planted[0])
+    model = cls(n_factors=3, center="none", regularization=LAM, random_state=0, verbose=0,
+                **params).fit(planted[0])
     assert _recovery_rmse(model, planted) < 0.05, model.stop_reason_
     if cls is not EuclideanGD:  # same f as RGD: reach its minimum (to 1%)
-        best = RGD(n_factors=3, center="none", max_iter=300, tol=1e-12, random_state=0,
-                   verbose=0).fit(planted[0]).history_["objective"][-1]
+        best = RGD(n_factors=3, center="none", regularization=LAM, max_iter=300, tol=1e-12,
+                   random_state=0, verbose=0).fit(planted[0]).history_["objective"][-1]
         assert model.history_["objective"][-1] < 1.01 * best
 
 

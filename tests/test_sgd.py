@@ -151,7 +151,8 @@ def test_hogwild_fits_as_well_as_serial():
     # Hogwild's races matter little when two threads rarely touch the same row, so the
     # matrix is not tiny (on 60 x 50 the final RMSE varied by 10% between runs)
     rm, _ = make_low_rank(300, 200, 3, 0.2, noise=0.05, random_state=0)
-    kw = dict(n_factors=3, max_iter=30, learning_rate=0.02, random_state=0, verbose=0)
+    kw = dict(n_factors=3, max_iter=30, learning_rate=0.02, regularization=0.02,
+              random_state=0, verbose=0)
     serial = SGD(**kw).fit(rm).history_["train_rmse"]
     assert serial[-1] < 0.15 * serial[0]
     for mode in ("hogwild", "blocked"):

@@ -59,14 +59,14 @@ def test_the_gpu_path_runs_the_minibatch_epoch_and_records_its_loss():
 
     rm, _ = make_low_rank(40, 30, 2, 0.5, random_state=3)
     with emulated_gpu():
-        model = mflib.SGD(n_factors=3, max_iter=4, batch_size=7, random_state=0,
-                          device="gpu").fit(rm)
+        model = mflib.SGD(n_factors=3, max_iter=4, batch_size=7, learning_rate=0.005,
+                          regularization=0.02, random_state=0, device="gpu").fit(rm)
     assert model.parallel_mode_ == "gpu"
     rng = np.random.default_rng(0)
     P = rng.normal(0, 0.1, (rm.n_users, 3))
     Q = rng.normal(0, 0.1, (rm.n_items, 3))
     bu, bi, mu = np.zeros(rm.n_users), np.zeros(rm.n_items), rm.ratings.mean()
-    for epoch in range(4):
+    for _ in range(4):
         minibatch_epoch(np, rm.users.astype(np.int64), rm.items.astype(np.int64), rm.ratings,
                         rng.permutation(rm.nnz), 7, mu, bu, bi, P, Q, 0.005, 0.02)
     np.testing.assert_allclose(model.user_factors_, P, rtol=1e-12, atol=1e-14)

@@ -849,6 +849,18 @@ def fetch(name: str, *, download: bool = True, verify: bool = True) -> Path:
     return path
 
 
+def first_available(*names: str) -> str:
+    """The first of ``names`` with a local copy (looked up, never downloaded), saying so
+    when it is not the first; the last name when none is local (loading it then downloads
+    it). Lets a profile ask for a dataset "when present" and fall back to another."""
+    for name in names:
+        if _locate(get_dataset(name))[0] is not None:
+            if name != names[0]:
+                print(f"{names[0]} is not available here; using {name} instead")
+            return name
+    return names[-1]
+
+
 def local_status(name: str) -> tuple[Path | None, str]:
     """Where the local copy of ``name`` is and whether it is intact; downloads nothing.
 

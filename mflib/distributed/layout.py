@@ -1,7 +1,11 @@
 """The training layout of one MPI rank: its block of users (their ratings by user) and
 its block of items (their ratings by item), with the global sizes and counts.
 
-Blocks are contiguous and balanced by rating counts (:mod:`.partition`). A rank's CSR
+Blocks are contiguous and balanced by rating counts (:mod:`.partition`), plus, when a
+solver says so, a fixed cost per row with ratings (``row_cost``, in ratings): a ridge
+row costs about ``n_r k^2`` for its Gram matrix and ``k^3 / 3`` for its Cholesky factor,
+so ALS counts each row as ``k / 3`` extra ratings, and blocks with many short rows are
+not left with more work. A rank's CSR
 rows are exactly the rows of the single-process :class:`~mflib.data.layout.TrainingLayout`
 for its users (same order, same values), so a row solved here is solved with the same
 instructions as in one process: distributed ALS gives bit-identical factors.
@@ -48,12 +52,12 @@ class DistributedLayout:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_full(cls, train, exchange: Exchange) -> DistributedLayout:
+    def from_full(cls, train, exchange: Exchange, row_cost: float = 0.0) -> DistributedLayout:
         """Every rank holds the whole training matrix: take this rank's rows of its
         layout (views, no copies)."""
         full = training_layout(train)
-        ub = balanced_bounds(full.user_counts, exchange.size)
-        ib = balanced_bounds(full.item_counts, exchange.size)
+        ub = balanced_bounds(full.user_counts + row_cost * (full.user_counts > 0), exchange.size)
+        ib = balanced_bounds(full.item_counts + row_cost * (full.item_counts > 0), exchange.size)
 
         def rows(indptr, indices, values, bounds):
             r0, r1 = bounds[exchange.rank], bounds[exchange.rank + 1]
@@ -65,15 +69,15 @@ class DistributedLayout:
                    rows(full.item_indptr, full.item_users, full.ratings_csc, ib), ub, ib)
 
     @classmethod
-    def from_shard(cls, shard, exchange: Exchange) -> DistributedLayout:
+    def from_shard(cls, shard, exchange: Exchange, row_cost: float = 0.0) -> DistributedLayout:
         """Each rank holds a shard of the ratings (any subset, with the global id maps):
         counts are summed over ranks and every rating is sent to the rank that owns its
         user and to the rank that owns its item (two ``Alltoallv``)."""
         n_users, n_items = shard.n_users, shard.n_items
         user_counts = exchange.allreduce_sum(shard.user_counts()).astype(np.int64)
         item_counts = exchange.allreduce_sum(shard.item_counts()).astype(np.int64)
-        ub = balanced_bounds(user_counts, exchange.size)
-        ib = balanced_bounds(item_counts, exchange.size)
+        ub = balanced_bounds(user_counts + row_cost * (user_counts > 0), exchange.size)
+        ib = balanced_bounds(item_counts + row_cost * (item_counts > 0), exchange.size)
         triples = np.column_stack([shard.users.astype(np.float64),
                                    shard.items.astype(np.float64), shard.ratings])
 

@@ -98,8 +98,15 @@ class ALS(FactorizationEstimator):
     ----------
     n_factors : int, default 10
         Rank ``k``.
-    regularization : float, default 0.1
-        ``lambda`` on the factors.
+    regularization : float, default 15.0
+        ``lambda`` on the factors. In the default ``"sum"`` convention ``lambda`` is the
+        ratio of the noise variance to the prior variance of a factor, a property of the
+        rating scale rather than of the data size (each row's data term grows with its
+        count on its own). 15 was chosen on 10% validation parts of ml-100k u1.base and
+        of the Netflix course training set (ranks 10-50, lambda 5-30 and weighted-lambda
+        0.03-0.5, 25 epochs): validation RMSE 0.918 and 0.935 against the bias
+        baseline's 0.944 and 0.943, within 0.003 and 0.005 of the best setting tried on
+        each, where the former default 0.1 overfits badly (1.28 and 1.39).
     bias_regularization : float or None, default None
         ``lambda`` on the biases in place of ``regularization`` (None: the same value),
         under the same convention.
@@ -156,7 +163,7 @@ class ALS(FactorizationEstimator):
     _mpi = "shards"
     _devices = ("cpu", "gpu")
 
-    def __init__(self, n_factors=10, regularization=0.1, bias_regularization=None,
+    def __init__(self, n_factors=10, regularization=15.0, bias_regularization=None,
                  regularization_scale="sum",
                  use_bias=True, max_iter=15, tol=1e-6, solver="cholesky", cg_steps=3,
                  init_std=0.1, dtype="float64", n_jobs=None, device="cpu", random_state=None,
@@ -192,7 +199,8 @@ class ALS(FactorizationEstimator):
 
             build = DistributedLayout.from_shard if is_shard(train) else \
                 DistributedLayout.from_full
-            layout = build(train, exchange)
+            # a row's Cholesky costs about k/3 of its ratings' Gram products (k^3/3 flops)
+            layout = build(train, exchange, row_cost=(k + self.use_bias) / 3)
         self._exchange = exchange
         P, Q = initial_factors(rng, train.n_users, train.n_items, k, self.init_std, dtype)
         state = ALSState(

@@ -2,12 +2,20 @@
 
 Model ``r_hat = mu_u + rho_i + p_u . q_i`` (a free intercept per user and per item), and
 
-    F = (1/|Omega|) sum_Omega (r_ui - mu_u - rho_i - p_u . q_i)^2 + lambda (|P|^2 + |Q|^2).
+    F = (1/|Omega|) sum_Omega (r_ui - mu_u - rho_i - p_u . q_i)^2 + lambda (|P|^2 + |Q|^2)
+        + lambda_b (sum_u (mu_u - m)^2 + sum_i rho_i^2)
+
+with ``m`` the training mean and ``lambda_b = bias_regularization``. ``lambda_b = 0`` is
+the course objective, whose intercepts are plain means (a user or item with one rating
+fits it exactly); ``lambda_b > 0`` shrinks each user's intercept toward ``m`` and each
+item's offset toward 0, as the regularised bias baseline does.
 
 Each iteration updates the four blocks in turn, each exactly:
 
-* ``mu_u = mean over the user's ratings of (r_ui - rho_i - p_u . q_i)`` (0 without ratings),
-* ``rho_i = mean over the item's ratings of (r_ui - mu_u - p_u . q_i)``,
+* ``mu_u = (sum over the user's ratings of (r_ui - rho_i - p_u . q_i) + lambda_b |Omega| m)
+  / (n_u + lambda_b |Omega|)`` (the mean of the bracket when ``lambda_b = 0``; 0 for a user
+  without ratings),
+* ``rho_i = sum over the item's ratings of (r_ui - mu_u - p_u . q_i) / (n_i + lambda_b |Omega|)``,
 * ``P``: per-user ridge with targets ``r_ui - mu_u - rho_i``, penalty ``lambda |Omega|``,
 * ``Q``: per-item ridge likewise.
 
@@ -27,9 +35,15 @@ from ..validation import NONNEGATIVE, POSITIVE, POSITIVE_INT, _plain, check_rand
 from .state import LayoutState, initial_factors, residuals
 
 
-def _row_means(indptr_counts: np.ndarray, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def _row_means(indptr_counts: np.ndarray, values: np.ndarray, rows: np.ndarray,
+               prior: float = 0.0, prior_mean: float = 0.0) -> np.ndarray:
+    """Per-row ``(sum of values + prior * prior_mean) / (count + prior)``: the mean shrunk
+    toward ``prior_mean`` by ``prior`` pseudo-ratings (0 for a row without ratings)."""
     sums = np.bincount(rows, weights=values, minlength=len(indptr_counts))
-    return np.divide(sums, indptr_counts, out=np.zeros(len(sums)), where=indptr_counts > 0)
+    sums += prior * prior_mean
+    denominator = indptr_counts + prior
+    return np.divide(sums, denominator, out=np.zeros(len(sums)),
+                     where=(indptr_counts > 0) & (denominator > 0))
 
 
 def check_unregularized_rows(train, n_factors: int, owner: str) -> None:
@@ -63,12 +77,23 @@ class BiasedBCD(FactorizationEstimator):
 
     Parameters
     ----------
-    n_factors : int, default 3
-    regularization : float, default 0.1
-        ``lambda`` on ``|P|^2 + |Q|^2`` (the intercepts are not penalised). 0 is accepted
+    n_factors : int, default 10
+    regularization : float, default 3e-4
+        ``lambda`` on ``|P|^2 + |Q|^2``; each row's ridge system carries ``lambda |Omega|``
+        (about 24 on ml-100k's 80k ratings, 15 on the Netflix subset's 51k). 0 is accepted
         only when every user and item with ratings has at least ``n_factors`` of them
         (otherwise its block has no unique minimiser and ``fit`` raises ``ValueError``).
-    max_iter : int, default 20
+        The course's setting is ``n_factors=3, regularization=0.1, bias_regularization=0``.
+    bias_regularization : float, default 1e-4
+        ``lambda_b`` on the intercepts (module docstring); 0 is the course objective.
+        Unpenalised intercepts fit a user's or item's few ratings exactly: with
+        ``lambda_b = 0`` no ``lambda`` or rank tried beat the bias baseline on a 10%
+        validation part of the Netflix course training set (best 0.959 against 0.943).
+        The defaults (``lambda_b`` 5e-5-2e-4, ``lambda`` 5e-5-5e-4, ranks 3 and 10) were
+        chosen on that part and on one of ml-100k u1.base: validation RMSE 0.926 and
+        0.930 against the bias baseline's 0.944 and 0.943 (the course's setting: 0.944
+        and 0.959).
+    max_iter : int, default 30
     tol : float, default 1e-7
         Relative change of the objective below which the fit stops (0 disables).
     init_std : float, default 0.1
@@ -92,13 +117,15 @@ class BiasedBCD(FactorizationEstimator):
     """
 
     _parameter_constraints = {"n_factors": [POSITIVE_INT], "regularization": [NONNEGATIVE],
-                              "init_std": [POSITIVE]}
+                              "bias_regularization": [NONNEGATIVE], "init_std": [POSITIVE]}
     _contract_params = {"n_factors": 2, "max_iter": 3}
 
-    def __init__(self, n_factors=3, regularization=0.1, max_iter=20, tol=1e-7, init_std=0.1,
-                 n_jobs=None, random_state=None, verbose=0, callbacks=None):
+    def __init__(self, n_factors=10, regularization=3e-4, bias_regularization=1e-4,
+                 max_iter=30, tol=1e-7, init_std=0.1, n_jobs=None, random_state=None, verbose=0,
+                 callbacks=None):
         self.n_factors = n_factors
         self.regularization = regularization
+        self.bias_regularization = bias_regularization
         self.max_iter = max_iter
         self.tol = tol
         self.init_std = init_std
@@ -112,6 +139,7 @@ class BiasedBCD(FactorizationEstimator):
             check_unregularized_rows(train, self.n_factors, type(self).__name__)
         rng = check_random_state(self.random_state)
         P, Q = initial_factors(rng, train.n_users, train.n_items, self.n_factors, self.init_std)
+        self._mean = float(train.ratings.mean())  # m, the intercepts' prior mean
         return LayoutState(
             global_mean=0.0,
             user_bias=np.zeros(train.n_users),
@@ -126,12 +154,14 @@ class BiasedBCD(FactorizationEstimator):
         users, items, r = s.user_of_rating, s.user_items, s.ratings_csr
         item_of_csc, item_rows = s.item_users, s.item_of_rating  # item-CSR order
         reg = float(self.regularization) * s.nnz
+        prior = float(self.bias_regularization) * s.nnz  # lambda_b |Omega| pseudo-ratings
         dots = pair_dots(state.user_factors, state.item_factors, users, items)
-        state.user_bias = _row_means(s.user_counts, r - state.item_bias[items] - dots, users)
+        state.user_bias = _row_means(s.user_counts, r - state.item_bias[items] - dots, users,
+                                     prior, self._mean)
         dots_i = pair_dots(state.user_factors, state.item_factors, item_of_csc, item_rows)
         state.item_bias = _row_means(
-            s.item_counts, s.ratings_csc - state.user_bias[item_of_csc] - dots_i, item_rows
-        )
+            s.item_counts, s.ratings_csc - state.user_bias[item_of_csc] - dots_i, item_rows,
+            prior)
         try:
             ridge_rows(s.user_indptr, items,
                        r - state.user_bias[users] - state.item_bias[items],
@@ -155,4 +185,8 @@ class BiasedBCD(FactorizationEstimator):
         if sse is None:
             sse = float(np.sum(residuals(state, state.layout) ** 2))
         pen = float(np.sum(state.user_factors ** 2) + np.sum(state.item_factors ** 2))
-        return sse / state.layout.nnz + float(self.regularization) * pen
+        rated = state.layout.user_counts > 0  # a user without ratings keeps mu_u = 0
+        bias_pen = float(np.sum((state.user_bias[rated] - self._mean) ** 2)
+                         + np.sum(state.item_bias ** 2))
+        return (sse / state.layout.nnz + float(self.regularization) * pen
+                + float(self.bias_regularization) * bias_pen)

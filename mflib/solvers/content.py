@@ -44,6 +44,9 @@ ITEM_FEATURES_CONSTRAINT = [NONE, Options("none"),
                             InstanceOf(ItemFeatures, "an ItemFeatures (mflib.data.content)")]
 #: ContentBased densifies its features: beyond this many, ask for n_components
 MAX_DENSE_FEATURES = 512
+#: ``n_components="auto"``: TruncatedSVD to this many dimensions when there are more
+#: features, the features as they are otherwise
+AUTO_COMPONENTS = 32
 
 
 def resolve_item_features(spec, train: RatingMatrix, n_components=None,
@@ -53,7 +56,9 @@ def resolve_item_features(spec, train: RatingMatrix, n_components=None,
     ``spec`` None builds them from ``train`` (its genres and training tags, fitted on the
     training part only: :func:`~mflib.data.content.item_features`), or gives None when
     ``train`` has neither item metadata nor tags; ``"none"`` gives None; an
-    :class:`ItemFeatures` is used as given. ``n_components`` reduces them by TruncatedSVD.
+    :class:`ItemFeatures` is used as given. ``n_components`` reduces them by TruncatedSVD;
+    ``"auto"`` reduces them to :data:`AUTO_COMPONENTS` dimensions only when they have more
+    columns than that.
     """
     if isinstance(spec, str) and spec == "none":
         return None
@@ -61,6 +66,8 @@ def resolve_item_features(spec, train: RatingMatrix, n_components=None,
         if train.item_info is None and train.tags is None:
             return None
         spec = item_features(train)
+    if isinstance(n_components, str) and n_components == "auto":
+        n_components = AUTO_COMPONENTS if spec.n_features > AUTO_COMPONENTS else None
     if n_components is not None:
         spec = spec.reduce(n_components, random_state)
     return spec.aligned(train.item_ids)
@@ -211,9 +218,12 @@ class ContentBased(ContentPredictions, FactorizationEstimator):
 
     Parameters
     ----------
-    n_components : int or None, default 32
+    n_components : int, None or "auto", default "auto"
         TruncatedSVD dimensions of the TF-IDF rows (fitted on the training items' rows);
-        None keeps the TF-IDF columns (sensible for genres only, e.g. ml-100k's 19).
+        None keeps the TF-IDF columns (sensible for genres only, e.g. ml-100k's 19);
+        "auto" reduces to 32 dimensions only when there are more than 32 columns (genres,
+        decades and tags of ml-latest-small), and keeps ml-100k's few genre and decade
+        columns, where a fixed 32 is more than the features have and is refused.
     regularization : float, default 20.0
         ``lambda`` on the user weights ``w_u``.
     bias_regularization : float, default 3.0
@@ -246,7 +256,7 @@ class ContentBased(ContentPredictions, FactorizationEstimator):
     """
 
     _parameter_constraints = {
-        "n_components": [NONE, POSITIVE_INT],
+        "n_components": [NONE, POSITIVE_INT, Options("auto")],
         "regularization": [NONNEGATIVE],
         "bias_regularization": [NONNEGATIVE],
         "feature_regularization": [NONNEGATIVE],
@@ -254,7 +264,7 @@ class ContentBased(ContentPredictions, FactorizationEstimator):
     }
     _contract_params = {"max_iter": 3}
 
-    def __init__(self, n_components=32, regularization=20.0, bias_regularization=3.0,
+    def __init__(self, n_components="auto", regularization=20.0, bias_regularization=3.0,
                  feature_regularization=1.0, item_features=None, max_iter=10, tol=1e-6,
                  n_jobs=None, random_state=None, verbose=0, callbacks=None):
         self.n_components = n_components

@@ -245,7 +245,8 @@ def confidence_mf_trainers(probabilities, *, n_factors=3, regularization=0.1,
     R = np.asarray(probabilities, dtype=np.float64).T
     ratings = dense_ratings(R, name="classifiers x instances")
     weights = confidence(R).ravel()
-    common = {"n_factors": n_factors, "regularization": regularization,
+    # the original objective has no offsets: probabilities are factorised as they are
+    common = {"n_factors": n_factors, "regularization": regularization, "center": "none",
               "random_state": random_state, "n_jobs": n_jobs}
     models = {
         "WeightedALS": WeightedALS(max_iter=als_max_iter, tol=tol, **common),

@@ -52,10 +52,23 @@ class EuclideanGD(GrassmannEstimator):
     manifold methods: same factorisation, no elimination of W, no geometry.
 
     Parameters
-    ----------""" + COMMON_DOC + """    line_search : ArmijoLineSearch, optional
+    ----------""" + COMMON_DOC.replace(
+        COMMON_DOC[COMMON_DOC.index("    n_factors : int"):
+                   COMMON_DOC.index("    bias_regularization : float")],
+        """    n_factors : int, default 3
+        Rank k.
+    regularization : float, default 10.0
+        ``lam`` of the objective above, on every block (U is not orthonormal here, so
+        ``lam`` weighs against a rating's squared error, as ALS's ``"sum"`` convention).
+        Chosen with ``n_factors`` on 10% validation parts of ml-100k u1.base and of the
+        Netflix course training set (lam 1e-3-20, ranks 3 and 10, 200 iterations): rank 3
+        with lam 10 reached validation RMSE 0.925 and 0.937 against the bias baseline's
+        0.944 and 0.943; the former defaults (rank 10, lam 1e-4) overfit both (1.17 and
+        1.45).
+""") + """    line_search : ArmijoLineSearch, optional
     """
 
-    def __init__(self, n_factors=10, regularization=1e-4, bias_regularization=10.0,
+    def __init__(self, n_factors=3, regularization=10.0, bias_regularization=10.0,
                  center="biases", init="random", line_search=None, max_iter=200, tol=1e-7,
                  n_jobs=None, random_state=None, verbose=0, callbacks=None):
         self.n_factors = n_factors

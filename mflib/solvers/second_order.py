@@ -92,8 +92,12 @@ class SecondOrderState(FactorState):
 COMMON_DOC = """
     n_factors : int, default 10
         Rank ``k``.
-    regularization : float, default 0.1
-        ``regularization`` on ``|P|^2 + |Q|^2`` in the bracket of f.
+    regularization : float, default 15.0
+        ``regularization`` on ``|P|^2 + |Q|^2`` in the bracket of f (ALS's ``"sum"``
+        convention, and its default). Chosen on 10% validation parts of ml-100k u1.base
+        and of the Netflix course training set (0.1, 10, 15, 20): Newton-CG reached
+        validation RMSE 0.918 and 0.935, Levenberg-Marquardt 0.919 and 0.935, against the
+        bias baseline's 0.944 and 0.943; the former default 0.1 overfits (1.34-1.52).
     bias_regularization : float or None, default None
         Penalty on ``|b|^2 + |c|^2``, and the regularisation of the bias baseline that
         ``center="biases"`` removes (None: ``regularization``).
@@ -276,7 +280,7 @@ class NewtonMF(_SecondOrder):
         "max_dense_variables": [POSITIVE_INT],
     }
 
-    def __init__(self, n_factors=10, regularization=0.1, bias_regularization=None,
+    def __init__(self, n_factors=10, regularization=15.0, bias_regularization=None,
                  center="mean", use_bias=True, hessian_modification="eigenvalue_shift",
                  curvature_floor=1e-8, max_dense_variables=2000, init_std=0.1,
                  line_search=None, max_iter=50, tol=1e-8, n_jobs=None, random_state=None,
@@ -406,7 +410,7 @@ class NewtonCG(_MatrixFree):
     # compiled kernels before a fit's clock starts) go through both kinds of iteration
     _contract_params = {**_MatrixFree._contract_params, "warm_start_sweeps": 1}
 
-    def __init__(self, n_factors=10, regularization=0.1, bias_regularization=None,
+    def __init__(self, n_factors=10, regularization=15.0, bias_regularization=None,
                  center="mean", use_bias=True, forcing="eisenstat_walker", cg_max_iter=250,
                  preconditioner="block_jacobi", variable_projection=True, warm_start_sweeps=0,
                  init_std=0.1, line_search=None, max_iter=100, tol=1e-8, n_jobs=None,
@@ -521,7 +525,7 @@ class LevenbergMarquardt(_MatrixFree):
     _parameter_constraints = {"damping": [NONNEGATIVE],
                               "damping_update": [Options("adaptive", "fixed")]}
 
-    def __init__(self, n_factors=10, regularization=0.1, bias_regularization=None,
+    def __init__(self, n_factors=10, regularization=15.0, bias_regularization=None,
                  center="mean", use_bias=True, damping=1e-3, damping_update="adaptive",
                  forcing="eisenstat_walker", cg_max_iter=250, preconditioner="block_jacobi",
                  init_std=0.1, line_search=None, max_iter=100, tol=1e-8, n_jobs=None,

@@ -305,10 +305,19 @@ class SGD(_StochasticMF):
         Rank k.
     learning_rate : float, default 0.005
         Initial step size eta0.
-    regularization : float, default 0.02
-        lam, applied to the rows of each visited rating.
-    max_iter : int, default 20
-        Number of epochs (passes over the ratings).
+    regularization : float, default 0.1
+        lam, applied to the rows of each visited rating (so a row's penalty grows with
+        its rating count, which lets one value serve data sets of any size). Surprise's
+        ``SVD`` (and mflib before issue 13) uses 0.02 with 20 epochs; on 10% validation
+        parts of ml-100k u1.base and of the Netflix course training set that setting
+        overfits the sparser Netflix set (validation RMSE 0.951 against the bias
+        baseline's 0.943; 0.937 against 0.944 on ml-100k), while 0.1 with 60 epochs was
+        among the best of the penalties (0.02-0.12), ranks (20-100) and epochs (20-80)
+        tried on both (0.919 and 0.935).
+    max_iter : int, default 60
+        Number of epochs (passes over the ratings). With ``regularization=0.1`` the
+        validation RMSE still falls at 40 epochs on both sets above; 60 gain a further
+        0.006 and 0.003.
     schedule : {"constant", "inverse", "exponential"}, default "constant"
         Step size of epoch e (0-based): eta0, eta0 / (1 + decay e), or eta0 decay^e.
     decay : float, optional
@@ -388,7 +397,7 @@ class SGD(_StochasticMF):
     _contract_params = {"n_factors": 3, "max_iter": 3}
     _devices = ("cpu", "gpu")
 
-    def __init__(self, n_factors=100, learning_rate=0.005, regularization=0.02, max_iter=20,
+    def __init__(self, n_factors=100, learning_rate=0.005, regularization=0.1, max_iter=60,
                  schedule="constant", decay=None, init_std=0.1, shuffle=True, parallel="auto",
                  n_blocks=8, dtype="float64", record_grad_norm=False, tol=0.0, n_jobs=None,
                  device="cpu", batch_size=16384, random_state=None, verbose=0,
@@ -543,16 +552,22 @@ class SVRG(_StochasticMF):
     Parameters
     ----------
     n_factors : int, default 100
-    learning_rate : float, default 0.005
+    learning_rate : float, default 0.015
         eta0 (see ``schedule``).
-    regularization : float, default 0.02
+    regularization : float, default 0.12
+        As :class:`SGD`'s. The defaults (rate, penalty, epochs and the constant schedule)
+        were chosen on 10% validation parts of ml-100k u1.base and of the Netflix course
+        training set: the former rate 0.005 decayed by 0.9 per epoch, with 0.02 and 20
+        epochs, ends above the bias baseline on both (validation RMSE 0.948 and 0.953
+        against 0.944 and 0.943), and 0.1-0.12 is the penalty that does not overfit the
+        sparser Netflix set (0.917 and 0.933).
     batch_size : int, default 100
         Ratings per minibatch B.
     inner_steps : int, optional
         Minibatch steps per epoch; None makes one pass, ceil(N / B) steps.
-    max_iter : int, default 20
+    max_iter : int, default 40
         Number of epochs (snapshots).
-    schedule : {"constant", "inverse", "exponential"}, default "exponential"
+    schedule : {"constant", "inverse", "exponential"}, default "constant"
     decay : float, optional
         None gives 0.9 for "exponential" (the prototype's rule) and 1.0 for "inverse".
     init_std : float, default 0.1
@@ -581,8 +596,8 @@ class SVRG(_StochasticMF):
     _contract_params = {"n_factors": 3, "max_iter": 3, "batch_size": 10}
     _needs_gradient = True
 
-    def __init__(self, n_factors=100, learning_rate=0.005, regularization=0.02,
-                 batch_size=100, inner_steps=None, max_iter=20, schedule="exponential",
+    def __init__(self, n_factors=100, learning_rate=0.015, regularization=0.12,
+                 batch_size=100, inner_steps=None, max_iter=40, schedule="constant",
                  decay=None, init_std=0.1, clip_norm=None, dtype="float64", tol=0.0,
                  n_jobs=None, random_state=None, verbose=0, callbacks=None):
         self.n_factors = n_factors

@@ -59,10 +59,10 @@ class Catalyst(VarianceReduced):
         "max_doublings": [NONNEGATIVE_INT],
     }
 
-    def __init__(self, n_factors=10, regularization=1e-4, bias_regularization=10.0,
+    def __init__(self, n_factors=3, regularization=0.3, bias_regularization=10.0,
                  center="biases", init="random", retraction="qr", inner_solver="svrg",
                  inner_epochs=1, kappa=0.1, kappa_cvx=0.1, max_doublings=10,
-                 learning_rate="auto", batch_size=64, inner_steps=None, sampling="uniform",
+                 learning_rate="auto", batch_size=256, inner_steps=None, sampling="uniform",
                  max_iter=20, tol=1e-7, n_jobs=None, device="cpu", random_state=None,
                  verbose=0, callbacks=None):
         vr_init(self, n_factors, regularization, bias_regularization, center, init,

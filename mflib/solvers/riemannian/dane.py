@@ -87,7 +87,7 @@ class DANE(GrassmannEstimator):
     #: workers simulated in one process when ``n_workers`` is None
     DEFAULT_WORKERS = 4
 
-    def __init__(self, n_factors=10, regularization=1e-4, bias_regularization=10.0,
+    def __init__(self, n_factors=3, regularization=0.3, bias_regularization=10.0,
                  center="biases", init="random", retraction="qr", n_workers=None,
                  proximity=0.01,
                  local_steps=5, line_search=None, max_iter=30, tol=1e-7, n_jobs=None,

@@ -20,7 +20,7 @@ class RGD(GrassmannEstimator):
         previous accepted step instead).
     """
 
-    def __init__(self, n_factors=10, regularization=1e-4, bias_regularization=10.0,
+    def __init__(self, n_factors=3, regularization=0.3, bias_regularization=10.0,
                  center="biases", init="random", retraction="qr", line_search=None,
                  max_iter=100, tol=1e-7, n_jobs=None, device="cpu", random_state=None,
                  verbose=0, callbacks=None):
@@ -77,7 +77,7 @@ class RAGD(GrassmannEstimator):
     _parameter_constraints = {"gamma": [POSITIVE], "strong_convexity": [POSITIVE],
                               "beta": [NONNEGATIVE]}
 
-    def __init__(self, n_factors=10, regularization=1e-4, bias_regularization=10.0,
+    def __init__(self, n_factors=3, regularization=0.3, bias_regularization=10.0,
                  center="biases", init="random", retraction="qr", gamma=1.0,
                  strong_convexity=5.0, beta=5.0, line_search=None, max_iter=100, tol=1e-7,
                  n_jobs=None, device="cpu", random_state=None, verbose=0, callbacks=None):
