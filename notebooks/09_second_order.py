@@ -343,24 +343,25 @@ costs
 #   Hessian's structure.
 # * **The target** (Newton-CG to $10^{-8}$ on all of ml-100k at rank 10 in fewer
 #   seconds than RGD needs for $10^{-4}$) **is not met on equal threads.** Measured with
-#   one thread (`python -m benchmarks.bench_second_order`, a shared 2-core machine at
-#   load 2-3): RGD ($\lambda = 0.49$) reaches $10^{-4}$ in 0.26 s; Newton-CG on the
-#   reduced objective (the default) reaches $10^{-8}$ in 0.50 s (ratio 1.9; median 2.05
-#   over five random starts, 1.6 at best), after five ALS sweeps in 0.46 s (1.75; 2.4
-#   over the starts: no steady gain), on all variables in 0.67 s (2.5; 3.8 over the
-#   starts). Eliminating the users halved the Hessian-vector products (220 to 119) and
-#   took a quarter off the seconds. Newton-CG does reach $10^{-4}$ first (0.17 s, 0.10 s
-#   after the sweeps); the cost is the way from $10^{-4}$ to $10^{-6}$. The benchmark's
-#   spectrum table says why: after the sweeps the 50 smallest eigenvalues of the
-#   preconditioned reduced Hessian are all negative, down to $-0.26$ (a saddle region,
-#   not only the rotations), so the quadratic model holds only for short steps; at the
-#   minimiser, apart from the 45 zero eigenvalues of the rotations $PO, QO$, the
-#   spectrum spans $[0.015, 1]$ (condition number 67; the singular values of
-#   $PQ^\top$ above show why: rank 10 cuts through a cluster of nearly equal ones), so
-#   each accurate CG solve takes 10-20 products and the quadratic phase starts only near
-#   $10^{-6}$. RGD at $\lambda = 10$ reaches $10^{-4}$ in 0.05 s. With each method's
-#   default threads the target is met (ratio 0.42), only because RGD's parallel kernels
-#   wait for threads on the busy machine while Newton-CG's stay serial on 100k ratings.
+#   one thread (`python -m benchmarks.bench_second_order --repeats 5 --seeds 5`, a shared
+#   2-core machine at load 0.7-1.0): RGD ($\lambda = 0.49$) reaches $10^{-4}$ in 0.25 s;
+#   Newton-CG on the reduced objective (the default) reaches $10^{-8}$ in 0.47 s (ratio
+#   1.9, and 1.9 as the median over five random starts, 1.8 at best), after five ALS
+#   sweeps in 0.42 s (1.7; 1.8 over the starts, 1.6 at best), on all variables in 0.64 s
+#   (2.6; 3.7 over the starts). Eliminating the users halved the Hessian-vector products
+#   (220 to 119) and took a quarter off the seconds. Newton-CG does reach $10^{-4}$ first
+#   (0.15 s, 0.09 s after the sweeps); the cost is the way from $10^{-4}$ to $10^{-6}$.
+#   The benchmark's spectrum table says why: after the sweeps the 50 smallest eigenvalues
+#   of the preconditioned reduced Hessian are all negative, down to $-0.26$ (a saddle
+#   region, not only the rotations), so the quadratic model holds only for short steps;
+#   at the minimiser, apart from the 45 zero eigenvalues of the rotations $PO, QO$, the
+#   spectrum spans $[0.015, 1]$ (condition number 67; the singular values of $PQ^\top$
+#   above show why: several nearly equal ones), so each accurate CG solve takes 10-20
+#   products and the quadratic phase starts only near $10^{-6}$. RGD at $\lambda = 10$
+#   reaches $10^{-4}$ in 0.05 s. With each method's default threads the outcome depends
+#   on the machine's load, not on the methods: Newton-CG's kernels stay serial on 100k
+#   ratings, RGD's run on two threads, which at load 0.8-1.0 made RGD faster (ratio
+#   2.6) and at load 2.4-3.2, where they wait for the cores, slower (ratio 0.42).
 
 # %% [markdown]
 # ## Summary
