@@ -36,6 +36,51 @@ def test_bias_baseline_matches_the_exact_ridge_solution():
     assert model.stop_reason_ == "converged"
 
 
+def _exact_biases(rm, lam):
+    # normal equations of min |r - mu - A [b; c]|^2 + lam |[b; c]|^2, solved densely
+    A = sp.hstack([sp.csr_matrix((np.ones(rm.nnz), (np.arange(rm.nnz), rm.users)),
+                                 shape=(rm.nnz, rm.n_users)),
+                   sp.csr_matrix((np.ones(rm.nnz), (np.arange(rm.nnz), rm.items)),
+                                 shape=(rm.nnz, rm.n_items))]).toarray()
+    return np.linalg.solve(A.T @ A + lam * np.eye(A.shape[1]),
+                           A.T @ (rm.ratings - rm.ratings.mean()))
+
+
+@pytest.mark.parametrize("lam", [0.05, 0.7, 10.0])
+def test_bias_solution_is_the_exact_minimiser(lam):
+    # a planted matrix with an empty user and an empty item (zero biases for both)
+    from mflib.data import make_low_rank
+    from mflib.solvers.baselines import bias_solution
+
+    rm, _ = make_low_rank(60, 40, 2, 0.3, noise=0.3, random_state=3)
+    keep = (rm.users != 5) & (rm.items != 7)
+    rm = rm.take(np.flatnonzero(keep))
+    b, c = bias_solution(rm, lam)
+    np.testing.assert_allclose(np.r_[b, c], _exact_biases(rm, lam), atol=1e-10)
+    assert b[5] == 0.0 and c[7] == 0.0
+
+
+def test_bias_solution_agrees_with_the_alternating_updates_and_centres_the_ratings(ml100k):
+    from mflib.solvers.baselines import bias_solution, center
+
+    b, c = bias_solution(ml100k, 10.0)
+    model = BiasBaseline(regularization=10.0, max_iter=2000, tol=1e-16).fit(ml100k)
+    np.testing.assert_allclose(b, model.user_bias_, atol=1e-7)
+    np.testing.assert_allclose(c, model.item_bias_, atol=1e-7)
+    centring = center(ml100k, "biases", 10.0)
+    np.testing.assert_array_equal(centring.user_bias, b)
+    mu = ml100k.ratings.mean()
+    np.testing.assert_allclose(centring.values, ml100k.ratings - mu - b[ml100k.users]
+                               - c[ml100k.items], atol=1e-12)
+
+
+def test_bias_solution_needs_a_positive_penalty():
+    from mflib.solvers.baselines import bias_solution
+
+    with pytest.raises(ValueError, match="regularization > 0, got 0"):
+        bias_solution(TRAIN, 0)
+
+
 def test_bias_baseline_objective_never_rises(ml100k):
     model = BiasBaseline(regularization=5.0, max_iter=30, tol=0).fit(ml100k)
     obj = model.history_["objective"]
