@@ -107,16 +107,30 @@ def map_at_k(recommended, relevant) -> float:
 
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest scores per row, best first; -inf entries are never chosen
-    (rows with fewer candidates are padded with -1)."""
+    (rows with fewer candidates are padded with -1). Equal scores are taken in column
+    order (lowest index first), so the result does not depend on how NumPy's selection
+    orders ties (its SIMD variants differ between machines: a model that scores many
+    items alike, such as the global mean, would rank differently on each)."""
+    scores = np.asarray(scores, dtype=float)
     n, m = scores.shape
     k_eff = min(k, m)
-    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN; a ranking needs a score for every item")
+    out = np.full((n, k), -1, dtype=np.int64)
+    if k_eff <= 0 or n == 0:
+        return out
+    neg = -scores
+    kth = np.partition(neg, k_eff - 1, axis=1)[:, k_eff - 1:k_eff]  # values: no tie order
+    better = neg < kth
+    tied = neg == kth
+    need = k_eff - better.sum(axis=1, keepdims=True)
+    chosen = better | (tied & (np.cumsum(tied, axis=1) <= need))
+    part = np.nonzero(chosen)[1].reshape(n, k_eff)  # k_eff per row, columns ascending
     vals = np.take_along_axis(scores, part, axis=1)
     order = np.argsort(-vals, axis=1, kind="stable")
-    out = np.take_along_axis(part, order, axis=1)
-    out[~np.isfinite(np.take_along_axis(vals, order, axis=1))] = -1
-    if k_eff < k:
-        out = np.hstack([out, np.full((n, k - k_eff), -1)])
+    best = np.take_along_axis(part, order, axis=1)
+    best[~np.isfinite(np.take_along_axis(vals, order, axis=1))] = -1
+    out[:, :k_eff] = best
     return out
 
 

@@ -63,6 +63,23 @@ def test_top_k_orders_and_skips_excluded():
     np.testing.assert_array_equal(top_k(scores, 3), [[1, 3, 0], [2, -1, -1]])
 
 
+@pytest.mark.parametrize("k", [1, 3, 7, 12])
+def test_top_k_breaks_ties_by_column_like_a_full_sort(k):
+    # integer scores: many ties; the reference sorts each row by (-score, column)
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 4, size=(50, 9)).astype(float)
+    scores[rng.random(scores.shape) < 0.2] = -np.inf
+    ref = np.lexsort((np.broadcast_to(np.arange(9), scores.shape), -scores), axis=1)[:, :k]
+    ref = np.where(np.isfinite(np.take_along_axis(scores, ref, axis=1)), ref, -1)
+    ref = np.hstack([ref, np.full((50, max(0, k - 9)), -1)])
+    np.testing.assert_array_equal(top_k(scores, k), ref)
+
+
+def test_top_k_refuses_nan_scores():
+    with pytest.raises(ValueError, match="NaN"):
+        top_k(np.array([[0.1, np.nan]]), 1)
+
+
 @pytest.fixture
 def toy():
     # 3 users x 4 items; user 0 rated items a, b in train; test has c (5 stars) and d (2)
